@@ -1,0 +1,70 @@
+"""A deterministic stand-in model, registered with lm-eval as ``irh-fake``.
+
+It lets the whole pipeline (rendering, lm-eval task building, result rows, reports) run in
+tests in milliseconds. Scores are a pure function of the request text (and ``seed``), so two
+runs agree exactly and accuracy sits near chance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from lm_eval.api.model import LM
+from lm_eval.api.registry import register_model
+
+FAKE_CHAT_TEMPLATE = "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}<|assistant|>\n"
+
+
+def _unit(text: str) -> float:
+    """A number in [0, 1) derived from the text."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") / 2**64
+
+
+@register_model("irh-fake")
+class FakeLM(LM):
+    """Deterministic fake language model for tests and dry runs."""
+
+    def __init__(self, seed: str = "0", fail_after: str = "", **_: Any) -> None:
+        super().__init__()
+        self.seed = str(seed)
+        # For crash tests: raise after this many requests have been answered.
+        self.fail_after = int(fail_after) if fail_after else None
+        self.answered = 0
+
+    def _tick(self) -> None:
+        self.answered += 1
+        if self.fail_after is not None and self.answered > self.fail_after:
+            raise RuntimeError("irh-fake: simulated crash")
+
+    def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        out = []
+        for req in requests:
+            self._tick()
+            context, continuation = req.args
+            out.append((-1.0 - 5.0 * _unit(f"{self.seed}|{context}|{continuation}"), False))
+        return out
+
+    def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
+        return [-10.0 * _unit(f"{self.seed}|{req.args[0]}") for req in requests]
+
+    def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
+        out = []
+        for req in requests:
+            self._tick()
+            context = req.args[0]
+            words = context.split()
+            out.append(words[int(_unit(self.seed + context) * len(words))] if words else "")
+        return out
+
+    @property
+    def tokenizer_name(self) -> str:
+        return "irh-fake"
+
+    def chat_template(self, chat_template: bool | str = False) -> str | None:
+        return FAKE_CHAT_TEMPLATE
+
+    def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        from harness.render import render_text
+
+        return render_text(FAKE_CHAT_TEMPLATE, {"messages": chat_history})

@@ -1,0 +1,166 @@
+"""Score rendered phrasings through lm-evaluation-harness's Python API.
+
+Each (task, phrasing, chunk of documents) becomes one inline lm-eval task config over the
+already-rendered prompts (``doc_to_text: prompt``, an in-memory dataset), loaded by lm-eval's
+TaskManager and run by ``lm_eval.evaluator.evaluate`` on a model object that is loaded once
+per run. (``simple_evaluate`` does the same plus a ~1 s environment survey per call, which
+we record once in run.json instead.) lm-eval never sees our templates, so its own
+(unsandboxed) template engine is never applied to untrusted text.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from harness.metrics import score_choice, score_generation
+from harness.render import RenderedPrompt
+from harness.schema import Instruction, TaskSpec
+
+
+class ScoredDoc(NamedTuple):
+    """lm-eval's answer for one document: the context it built, and the scored outcome."""
+
+    doc_id: str
+    context: str
+    options: list[str]
+    loglikelihoods: list[float] | None
+    prediction: int | None
+    generation: str | None
+    score: float
+    correct: bool
+
+
+_TASK_MANAGER: Any = None
+
+
+def _task_manager() -> Any:
+    """A TaskManager that skips indexing lm-eval's ~14k built-in tasks (we pass dicts)."""
+    global _TASK_MANAGER
+    if _TASK_MANAGER is None:
+        from lm_eval.tasks import TaskManager
+
+        _TASK_MANAGER = TaskManager(include_defaults=False)
+    return _TASK_MANAGER
+
+
+def has_chat_template(lm: Any) -> bool:
+    """Whether the lm-eval model object carries a chat template."""
+    try:
+        return bool(lm.chat_template(True))
+    except Exception:  # noqa: BLE001 - backends without tokenizers raise all sorts
+        return False
+
+
+class _Rows:
+    """lm-eval's ``custom_dataset`` hook: builds the test split from rows held in memory."""
+
+    def __init__(self, rows: list[dict[str, Any]]):
+        self.rows = rows
+
+    def __call__(self, **_: Any) -> Any:
+        import datasets
+
+        return datasets.DatasetDict({"test": datasets.Dataset.from_list(self.rows)})
+
+
+def task_config(
+    name: str,
+    rows: list[dict[str, Any]],
+    task: TaskSpec,
+    instruction: Instruction,
+    placement: str,
+) -> dict[str, Any]:
+    """The inline lm-eval task config for one chunk of rendered documents."""
+    config: dict[str, Any] = {
+        "task": name,
+        "custom_dataset": _Rows(rows),
+        "test_split": "test",
+        "doc_to_text": "prompt",
+        "target_delimiter": instruction.target_delimiter,
+        "num_fewshot": 0,
+        "metadata": {"version": 1},
+    }
+    if placement == "system":
+        config["description"] = "system"
+    if task.output_type == "multiple_choice":
+        config.update(
+            output_type="multiple_choice",
+            doc_to_choice="options",
+            doc_to_target="gold",
+            metric_list=[{"metric": "acc"}],
+        )
+    else:
+        config.update(
+            output_type="generate_until",
+            doc_to_target="target",
+            metric_list=[{"metric": "bypass"}],
+            generation_kwargs={
+                "until": list(instruction.until if instruction.until is not None else task.until),
+                "max_gen_toks": task.max_gen_toks,
+                "do_sample": False,
+                "temperature": 0.0,
+            },
+        )
+    return config
+
+
+def _work_rows(task: TaskSpec, docs: list[dict[str, Any]], prompts: list[RenderedPrompt], option_scores: list[list[float]]) -> list[dict[str, Any]]:
+    rows = []
+    for doc, prompt, scores in zip(docs, prompts, option_scores, strict=True):
+        row: dict[str, Any] = {"doc_id": doc["id"], "prompt": prompt.user, "system": prompt.system}
+        if task.output_type == "multiple_choice":
+            row["options"] = prompt.options
+            row["gold"] = max(range(len(scores)), key=lambda i: scores[i])
+        else:
+            row["target"] = doc["targets"][0]
+        rows.append(row)
+    return rows
+
+
+def evaluate_chunk(
+    lm: Any,
+    *,
+    name: str,
+    task: TaskSpec,
+    instruction: Instruction,
+    docs: list[dict[str, Any]],
+    prompts: list[RenderedPrompt],
+    option_scores: list[list[float]],
+    placement: str,
+    chat: bool,
+    seed: int,
+) -> list[ScoredDoc]:
+    """Evaluate one chunk of documents under one phrasing; returns one result per document."""
+    from lm_eval.evaluator import evaluate
+
+    rows = _work_rows(task, docs, prompts, option_scores)
+    loaded = _task_manager().load([task_config(name, rows, task, instruction, placement)])
+    for task_obj in loaded["tasks"].values():
+        task_obj.set_fewshot_seed(seed=seed)
+    results = evaluate(
+        lm=lm,
+        task_dict=loaded,
+        log_samples=True,
+        apply_chat_template=chat,
+        bootstrap_iters=0,
+        verbosity="ERROR",
+    )
+    if results is None:
+        raise RuntimeError("lm-eval returned no results (non-zero rank?)")
+    samples = sorted(results["samples"][name], key=lambda s: int(s["doc_id"]))
+    out: list[ScoredDoc] = []
+    for sample, doc, scores in zip(samples, docs, option_scores, strict=True):
+        logged = sample["doc"]
+        if logged["doc_id"] != doc["id"]:
+            raise RuntimeError(f"lm-eval returned documents out of order ({logged['doc_id']} != {doc['id']})")
+        context = sample["arguments"][0][0]
+        if task.output_type == "multiple_choice":
+            lls = [float(resp[0][0]) for resp in sample["resps"]]
+            best, score = score_choice(lls, scores)
+            continuations = [arg[1] for arg in sample["arguments"]]
+            out.append(ScoredDoc(doc["id"], context, continuations, lls, best, None, score.score, score.correct))
+        else:
+            text = str(sample["resps"][0][0])
+            score = score_generation(text, doc["targets"], task.metric)
+            out.append(ScoredDoc(doc["id"], context, [], None, None, text, score.score, score.correct))
+    return out

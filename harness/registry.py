@@ -1,0 +1,325 @@
+"""Load and validate the task specs and phrasing files, collecting every problem at once."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+import yaml
+from pydantic import ValidationError
+
+from harness.render import TemplateProblem, allowed_fields, template_fields
+from harness.schema import Instruction, InstructionFile, TaskFile, TaskSpec, normalise_text
+
+#: Normalised-text similarity (difflib ratio) at or above which two phrasings of the same
+#: task are called near-duplicates. 0.95 flags phrasings that differ by a word or two in a
+#: sentence-length text, and leaves alone ones that differ in structure.
+NEAR_DUPLICATE_THRESHOLD = 0.95
+
+
+class Problem(NamedTuple):
+    """One validation problem, located as precisely as we can."""
+
+    file: str
+    item: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}: {self.item}" if self.item else self.file
+        return f"{where}: {self.message}"
+
+
+class RegistryError(Exception):
+    """Raised when the registry has problems; carries all of them."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        lines = "\n".join(f"  {p}" for p in problems)
+        super().__init__(f"{len(problems)} problem(s) in the registry:\n{lines}")
+
+
+@dataclass(frozen=True)
+class RegisteredInstruction:
+    """A phrasing together with where it came from and which tasks it applies to."""
+
+    instruction: Instruction
+    file: str
+    target_kind: str
+    target: str
+
+    @property
+    def id(self) -> str:
+        return self.instruction.id
+
+    @property
+    def sha256(self) -> str:
+        return text_sha256(self.instruction)
+
+
+@dataclass(frozen=True)
+class Registry:
+    """Immutable view of all tasks and phrasings."""
+
+    tasks: Mapping[str, TaskSpec]
+    instructions: Mapping[str, RegisteredInstruction]
+    root: Path
+    problems: tuple[Problem, ...] = field(default=())
+
+    def task(self, task_id: str) -> TaskSpec:
+        try:
+            return self.tasks[task_id]
+        except KeyError:
+            close = difflib.get_close_matches(task_id, list(self.tasks), n=3)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise KeyError(f"unknown task {task_id!r}.{hint} See `irh list tasks`.") from None
+
+    def instruction(self, instruction_id: str) -> RegisteredInstruction:
+        try:
+            return self.instructions[instruction_id]
+        except KeyError:
+            close = difflib.get_close_matches(instruction_id, list(self.instructions), n=3)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise KeyError(
+                f"unknown phrasing {instruction_id!r}.{hint} See `irh list instructions`."
+            ) from None
+
+    def applies(self, entry: RegisteredInstruction, task: TaskSpec) -> bool:
+        """Whether a phrasing can be used for a task (its target matches and its fields fit)."""
+        if entry.target_kind == "task":
+            return entry.target == task.id
+        if entry.target_kind == "family" and entry.target != task.family:
+            return False
+        if entry.target_kind == "category" and entry.target != task.category:
+            return False
+        try:
+            return template_fields(entry.instruction.text) <= allowed_fields(task)
+        except TemplateProblem:
+            return False
+
+    def instructions_for(self, task_id: str) -> list[RegisteredInstruction]:
+        """Every phrasing that applies to a task, in registry order."""
+        task = self.task(task_id)
+        return [e for e in self.instructions.values() if self.applies(e, task)]
+
+    def digest(self) -> str:
+        """A hash over every task spec and phrasing: changes whenever the registry does."""
+        h = hashlib.sha256()
+        for task_id in sorted(self.tasks):
+            h.update(self.tasks[task_id].model_dump_json().encode())
+        for inst_id in sorted(self.instructions):
+            h.update(self.instructions[inst_id].instruction.model_dump_json().encode())
+        return h.hexdigest()
+
+
+def text_sha256(instruction: Instruction) -> str:
+    """Hash of everything that changes what the model sees: template and answer style."""
+    payload = instruction.model_dump_json(include={"text", "answer_choices", "target_delimiter", "until"})
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def default_root() -> Path:
+    """The folder holding `tasks/` and `instructions/`: IRH_REGISTRY, else the source checkout."""
+    import os
+
+    env = os.environ.get("IRH_REGISTRY")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent
+
+
+def _read_yaml(path: Path, problems: list[Problem], rel: str) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        problems.append(Problem(rel, "", f"YAML syntax error at {where}{problem}"))
+    except OSError as exc:
+        problems.append(Problem(rel, "", f"cannot read: {exc}"))
+    return None
+
+
+def _pydantic_problems(rel: str, data: Any, exc: ValidationError) -> list[Problem]:
+    out = []
+    for err in exc.errors():
+        loc = err["loc"]
+        item = ""
+        # Name the phrasing or task by its id where the error sits inside a list entry.
+        if len(loc) >= 2 and loc[0] in ("instructions", "tasks") and isinstance(loc[1], int):
+            try:
+                item = str(data[loc[0]][loc[1]].get("id", f"{loc[0]}[{loc[1]}]"))
+            except (KeyError, IndexError, TypeError, AttributeError):
+                item = f"{loc[0]}[{loc[1]}]"
+            loc = loc[2:]
+        field_path = ".".join(str(p) for p in loc)
+        msg = err["msg"]
+        out.append(Problem(rel, item, f"{field_path}: {msg}" if field_path else msg))
+    return out
+
+
+def _yaml_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*.y*ml") if p.suffix in (".yaml", ".yml"))
+
+
+def load_tasks(root: Path, problems: list[Problem]) -> dict[str, TaskSpec]:
+    tasks: dict[str, TaskSpec] = {}
+    for path in _yaml_files(root / "tasks"):
+        rel = str(path.relative_to(root))
+        data = _read_yaml(path, problems, rel)
+        if data is None:
+            continue
+        try:
+            parsed = TaskFile.model_validate(data)
+        except ValidationError as exc:
+            problems.extend(_pydantic_problems(rel, data, exc))
+            continue
+        for spec in parsed.tasks:
+            if spec.id in tasks:
+                problems.append(Problem(rel, spec.id, "duplicate task id"))
+            tasks[spec.id] = spec
+    return tasks
+
+
+def _check_instruction(
+    entry: RegisteredInstruction, tasks: dict[str, TaskSpec], problems: list[Problem]
+) -> list[TaskSpec]:
+    """Check one phrasing against the tasks it targets; return those tasks."""
+    inst = entry.instruction
+    if entry.target_kind == "task":
+        targets = [tasks[entry.target]] if entry.target in tasks else []
+    elif entry.target_kind == "family":
+        targets = [t for t in tasks.values() if t.family == entry.target]
+    else:
+        targets = [t for t in tasks.values() if t.category == entry.target]
+    if not targets:
+        problems.append(Problem(entry.file, inst.id, f"no task matches {entry.target_kind} {entry.target!r}"))
+        return []
+    try:
+        used = template_fields(inst.text)
+    except TemplateProblem as exc:
+        problems.append(Problem(entry.file, inst.id, str(exc)))
+        return []
+    if entry.target_kind != "category":
+        # Family and task phrasings must fit every task they target; category phrasings
+        # apply only where they fit, but must fit at least one.
+        for task in targets:
+            unknown = sorted(used - allowed_fields(task))
+            if unknown:
+                problems.append(
+                    Problem(
+                        entry.file,
+                        inst.id,
+                        f"unknown placeholder(s) {unknown} for task {task.id}; "
+                        f"allowed: {sorted(allowed_fields(task))}",
+                    )
+                )
+                return []
+    else:
+        targets = [t for t in targets if used <= allowed_fields(t)]
+        if not targets:
+            problems.append(Problem(entry.file, inst.id, f"placeholders {sorted(used)} fit no task of this category"))
+            return []
+    for task in targets:
+        if task.output_type == "generate_until" and inst.answer_choices != "text":
+            problems.append(Problem(entry.file, inst.id, "answer_choices only applies to multiple-choice tasks"))
+        if isinstance(inst.answer_choices, dict):
+            if not task.labels:
+                problems.append(Problem(entry.file, inst.id, f"a verbaliser needs a task with fixed labels; {task.id} has none"))
+            elif set(inst.answer_choices) != set(task.labels):
+                problems.append(
+                    Problem(
+                        entry.file,
+                        inst.id,
+                        f"verbaliser keys {sorted(inst.answer_choices)} must be the labels of {task.id}: {task.labels}",
+                    )
+                )
+        if inst.until is not None and task.output_type != "generate_until":
+            problems.append(Problem(entry.file, inst.id, "`until` only applies to generation tasks"))
+    return targets
+
+
+def _check_duplicates(entries: list[RegisteredInstruction], problems: list[Problem], by_task: dict[str, list[str]]) -> None:
+    seen_text: dict[str, str] = {}
+    for entry in entries:
+        norm = normalise_text(entry.instruction.text)
+        if norm in seen_text:
+            problems.append(Problem(entry.file, entry.id, f"same text as {seen_text[norm]}"))
+        else:
+            seen_text[norm] = entry.id
+    index = {e.id: e for e in entries}
+    reported: set[tuple[str, str]] = set()
+    # Tasks of one family share their phrasing list: compare each distinct list once.
+    for ids in {tuple(v) for v in by_task.values()}:
+        texts = [(i, normalise_text(index[i].instruction.text)) for i in ids]
+        for a in range(len(texts)):
+            for b in range(a + 1, len(texts)):
+                (id_a, ta), (id_b, tb) = texts[a], texts[b]
+                if ta == tb or (id_a, id_b) in reported:
+                    continue
+                matcher = difflib.SequenceMatcher(None, ta, tb, autojunk=False)
+                if matcher.real_quick_ratio() < NEAR_DUPLICATE_THRESHOLD or matcher.quick_ratio() < NEAR_DUPLICATE_THRESHOLD:
+                    continue
+                ratio = matcher.ratio()
+                if ratio >= NEAR_DUPLICATE_THRESHOLD:
+                    reported.add((id_a, id_b))
+                    problems.append(
+                        Problem(
+                            index[id_b].file,
+                            id_b,
+                            f"near-duplicate of {id_a} (similarity {ratio:.2f} >= {NEAR_DUPLICATE_THRESHOLD})",
+                        )
+                    )
+
+
+def load_registry(root: Path | None = None, *, strict: bool = True, extra: Iterable[RegisteredInstruction] = ()) -> Registry:
+    """Load every task spec and phrasing under ``root`` and validate them together.
+
+    Args:
+        root: folder holding ``tasks/`` and ``instructions/``; see :func:`default_root`.
+        strict: raise :class:`RegistryError` listing every problem (else return them).
+        extra: phrasings from importers, validated along with the files.
+    """
+    root = Path(root) if root is not None else default_root()
+    problems: list[Problem] = []
+    if not (root / "tasks").is_dir():
+        problems.append(Problem(str(root), "", "no tasks/ folder; set IRH_REGISTRY to the folder holding tasks/ and instructions/"))
+    tasks = load_tasks(root, problems)
+    entries: list[RegisteredInstruction] = []
+    for path in _yaml_files(root / "instructions"):
+        rel = str(path.relative_to(root))
+        data = _read_yaml(path, problems, rel)
+        if data is None:
+            continue
+        try:
+            parsed = InstructionFile.model_validate(data)
+        except ValidationError as exc:
+            problems.extend(_pydantic_problems(rel, data, exc))
+            continue
+        kind, name = parsed.target
+        entries.extend(RegisteredInstruction(inst, rel, kind, name) for inst in parsed.instructions)
+    entries.extend(extra)
+
+    instructions: dict[str, RegisteredInstruction] = {}
+    by_task: dict[str, list[str]] = {}
+    for entry in entries:
+        if entry.id in instructions:
+            problems.append(Problem(entry.file, entry.id, f"duplicate id (also in {instructions[entry.id].file})"))
+            continue
+        instructions[entry.id] = entry
+        for task in _check_instruction(entry, tasks, problems):
+            by_task.setdefault(task.id, []).append(entry.id)
+    _check_duplicates(list(instructions.values()), problems, by_task)
+    if problems and strict:
+        raise RegistryError(problems)
+    return Registry(
+        tasks=MappingProxyType(tasks),
+        instructions=MappingProxyType(instructions),
+        root=root,
+        problems=tuple(problems),
+    )

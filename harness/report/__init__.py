@@ -1,0 +1,1 @@
+"""Report writers: Markdown and CSV tables from a run folder."""

@@ -1,0 +1,225 @@
+"""Run a plan: load the model once, score every (task, phrasing, document), log each row.
+
+``start_run`` creates the run folder and manifest; ``resume_run`` reopens one after a crash,
+kill or Ctrl-C and scores only the rows that are missing. Both end in ``execute``.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from harness.backends.lm_eval import evaluate_chunk, has_chat_template
+from harness.backends.models import LoadedModel, ModelSpec, load_model
+from harness.data.catalog import dataset_status, load_documents, select_documents
+from harness.plan import RunItem
+from harness.registry import Registry
+from harness.render import option_scores, render_prompt
+from harness.results import (
+    InstructionRecord,
+    RunError,
+    RunManifest,
+    SampleRow,
+    SampleWriter,
+    TaskRecord,
+    git_state,
+    iter_samples,
+    package_versions,
+    read_manifest,
+    utc_now,
+    write_manifest,
+)
+
+Progress = Callable[[int, int], None]
+
+
+def _slug(text: str) -> str:
+    name = Path(text.rstrip("/")).name or text
+    return re.sub(r"[^A-Za-z0-9.-]+", "-", name).strip("-").lower()[:40] or "model"
+
+
+def new_run_id(model_label: str) -> str:
+    stamp = utc_now().replace("-", "").replace(":", "")
+    return f"{stamp}_{_slug(model_label)}_{uuid.uuid4().hex[:6]}"
+
+
+def start_run(
+    registry: Registry,
+    items: list[RunItem],
+    spec: ModelSpec,
+    *,
+    reports_dir: Path,
+    placement: str,
+    seed: int,
+    limit: int | None,
+    chunk_size: int,
+    seen_collections: list[str],
+) -> tuple[Path, RunManifest]:
+    """Choose the documents, create the run folder and write its manifest (status running)."""
+    tasks: dict[str, TaskRecord] = {}
+    for task in {item.task.id: item.task for item in items}.values():
+        docs = load_documents(task.data_name, task.split)
+        chosen = select_documents(docs, limit, seed, task.id)
+        tasks[task.id] = TaskRecord(
+            source=dataset_status(task.data_name, task.split).source,
+            split=task.split,
+            documents_total=len(docs),
+            doc_ids=[d["id"] for d in chosen],
+        )
+    run_id = new_run_id(spec.label)
+    run_dir = reports_dir / run_id
+    run_dir.mkdir(parents=True, exist_ok=False)
+    commit, dirty = git_state(registry.root)
+    manifest = RunManifest(
+        run_id=run_id,
+        created=utc_now(),
+        git_commit=commit,
+        git_dirty=dirty,
+        packages=package_versions(),
+        model={"backend": spec.backend, "args": spec.args, "name": spec.label},
+        placement=placement,  # type: ignore[arg-type]
+        chat_template_applied=False,
+        seed=seed,
+        limit=limit,
+        chunk_size=chunk_size,
+        seen_collections=seen_collections,
+        registry_sha256=registry.digest(),
+        tasks=tasks,
+        instructions={
+            item.entry.id: InstructionRecord(
+                target=f"{item.entry.target_kind}:{item.entry.target}",
+                sha256=item.entry.sha256,
+                status=item.entry.instruction.provenance.status,
+                collections=list(item.entry.instruction.provenance.collections),
+                seen=item.seen,
+            )
+            for item in items
+        },
+        plan=[(item.task.id, item.entry.id) for item in items],
+    )
+    write_manifest(run_dir, manifest)
+    return run_dir, manifest
+
+
+def items_from_manifest(registry: Registry, manifest: RunManifest) -> list[RunItem]:
+    """Rebuild the plan of a run, refusing phrasings whose text changed since it started."""
+    items = []
+    for task_id, inst_id in manifest.plan:
+        entry = registry.instruction(inst_id)
+        record = manifest.instructions[inst_id]
+        if entry.sha256 != record.sha256:
+            raise RunError(
+                f"phrasing {inst_id} changed since this run started; its old results cannot be "
+                f"merged with new ones. Restore it, or start a new run with `irh run`"
+            )
+        items.append(RunItem(registry.task(task_id), entry, record.seen))
+    return items
+
+
+def _rows_for_chunk(item: RunItem, docs: list[dict[str, Any]], results: list[Any], scores: list[list[float]]) -> list[SampleRow]:
+    rows = []
+    for doc, res, opt_scores in zip(docs, results, scores, strict=True):
+        rows.append(
+            SampleRow(
+                task=item.task.id,
+                instruction_id=item.entry.id,
+                instruction_sha256=item.entry.sha256,
+                status=item.entry.instruction.provenance.status,
+                seen=item.seen,
+                doc_id=doc["id"],
+                group=str(doc.get("group", "")),
+                prompt=res.context,
+                options=res.options,
+                option_scores=opt_scores,
+                loglikelihoods=res.loglikelihoods,
+                prediction=res.prediction,
+                generation=res.generation,
+                targets=doc.get("targets") if item.task.output_type == "generate_until" else None,
+                score=res.score,
+                correct=res.correct,
+            )
+        )
+    return rows
+
+
+def execute(
+    run_dir: Path,
+    manifest: RunManifest,
+    items: list[RunItem],
+    model: LoadedModel | None = None,
+    progress: Progress | None = None,
+) -> RunManifest:
+    """Score every missing row of the run; keeps the manifest's status true on any exit."""
+    done = {row.key for row in iter_samples(run_dir)}
+    docs_by_task: dict[str, list[dict[str, Any]]] = {}
+    for task_id, record in manifest.tasks.items():
+        task = next(i.task for i in items if i.task.id == task_id)
+        by_id = {d["id"]: d for d in load_documents(task.data_name, task.split)}
+        missing = [d for d in record.doc_ids if d not in by_id]
+        if missing:
+            raise RunError(f"{len(missing)} documents of {task_id} are gone from the data cache; run `irh data fetch {task_id}`")
+        docs_by_task[task_id] = [by_id[d] for d in record.doc_ids]
+    total = sum(len(docs_by_task[i.task.id]) for i in items)
+    finished = sum(1 for i in items for d in docs_by_task[i.task.id] if (i.task.id, i.entry.id, d["id"]) in done)
+    if progress:
+        progress(finished, total)
+    if finished == total:
+        manifest = manifest.model_copy(update={"status": "complete", "finished": manifest.finished or utc_now()})
+        write_manifest(run_dir, manifest)
+        return manifest
+
+    try:
+        if model is None:
+            spec = ModelSpec(manifest.model["backend"], dict(manifest.model["args"]), manifest.model["name"])
+            model = load_model(spec)
+        chat = manifest.placement != "none" and has_chat_template(model.lm)
+        # Without a chat template there is no system turn: the whole prompt is one text.
+        placement = manifest.placement if chat else "none"
+        manifest = manifest.model_copy(
+            update={"status": "running", "error": None, "chat_template_applied": chat, "model": model.info}
+        )
+        write_manifest(run_dir, manifest)
+        with SampleWriter(run_dir) as writer:
+            for n, item in enumerate(items):
+                pending = [d for d in docs_by_task[item.task.id] if (item.task.id, item.entry.id, d["id"]) not in done]
+                for start in range(0, len(pending), manifest.chunk_size):
+                    chunk = pending[start : start + manifest.chunk_size]
+                    prompts = [render_prompt(item.entry.instruction, item.task, d, placement) for d in chunk]
+                    scores = [option_scores(item.task, d) if item.task.output_type == "multiple_choice" else [] for d in chunk]
+                    results = evaluate_chunk(
+                        model.lm,
+                        name=f"irh_{n}_{start}",
+                        task=item.task,
+                        instruction=item.entry.instruction,
+                        docs=chunk,
+                        prompts=prompts,
+                        option_scores=scores,
+                        placement=placement,
+                        chat=chat,
+                        seed=manifest.seed,
+                    )
+                    writer.write(_rows_for_chunk(item, chunk, results, scores))
+                    finished += len(chunk)
+                    if progress:
+                        progress(finished, total)
+    except KeyboardInterrupt:
+        manifest = manifest.model_copy(update={"status": "interrupted"})
+        write_manifest(run_dir, manifest)
+        raise
+    except Exception as exc:
+        manifest = manifest.model_copy(update={"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+        write_manifest(run_dir, manifest)
+        raise
+    manifest = manifest.model_copy(update={"status": "complete", "finished": utc_now()})
+    write_manifest(run_dir, manifest)
+    return manifest
+
+
+def resume_run(registry: Registry, run_dir: Path, progress: Progress | None = None) -> RunManifest:
+    """Complete an interrupted or failed run without repeating or losing rows."""
+    manifest = read_manifest(run_dir)
+    items = items_from_manifest(registry, manifest)
+    return execute(run_dir, manifest, items, progress=progress)
