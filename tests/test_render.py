@@ -1,0 +1,76 @@
+"""The sandboxed renderer: exact output, answer styles, system split, and what it refuses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from harness.render import TemplateProblem, render_prompt, render_text, split_system_part, template_fields
+from harness.schema import Instruction, TaskSpec
+
+PROV = {"status": "unobserved", "author": "instruction-robustness contributors"}
+MC = TaskSpec(id="toy.mc", family="toy", category="multiple-choice-qa", fields=["question", "choices", "subject"])
+YN = TaskSpec(id="toy.yn", family="toy", category="binary-classification", fields=["input"], labels=["Yes", "No"])
+
+
+def inst(text: str, **kw: Any) -> Instruction:
+    return Instruction(id="toy.w01", text=text, provenance=PROV, **kw)
+
+
+def doc(**fields: Any) -> dict[str, Any]:
+    return {"id": "d/0", "fields": fields, "choices": ["red", "green", "blue", "grey"], "scores": [0, 1, 0, 0]}
+
+
+def test_golden_letters_prompt() -> None:
+    text = (
+        "A question about {{ subject }}.\n{{ question }}\n"
+        "{% for c in choices %}{{ 'ABCD'[loop.index0] }}. {{ c }}\n{% endfor %}Answer:"
+    )
+    out = render_prompt(inst(text, answer_choices="letters"), MC, doc(question="Which colour is grass?", subject="botany"))
+    assert out.user == "A question about botany.\nWhich colour is grass?\nA. red\nB. green\nC. blue\nD. grey\nAnswer:"
+    assert out.options == ["A", "B", "C", "D"]
+    assert out.system == ""
+
+
+def test_labels_order_and_verbaliser() -> None:
+    d = {"id": "d/1", "fields": {"input": "Is water wet?"}, "choices": ["No", "Yes"], "scores": [0, 1]}
+    out = render_prompt(inst("{{ input }} yes or no?", answer_choices={"Yes": "yes", "No": "no"}), YN, d)
+    assert out.options == ["yes", "no"]  # in the task's label order, not the document's
+    numbers = render_prompt(inst("{{ input }}\n1) Yes\n2) No", answer_choices="numbers"), YN, d)
+    assert numbers.options == ["1", "2"]
+    assert render_prompt(inst("{{ input }}"), YN, d).options == ["Yes", "No"]
+
+
+def test_system_placement_splits_before_the_first_document_field() -> None:
+    text = "You answer trivia.\nBe brief.\nQ: {{ question }}\nA:"
+    system, user = split_system_part(text, {"question": "2+2?", "choices": [], "subject": "x"})
+    assert system == "You answer trivia.\nBe brief."
+    assert user == "Q: 2+2?\nA:"
+    # A phrasing that starts with the document has no system part.
+    assert split_system_part("{{ question }}\nAnswer:", {"question": "2+2?"}) == ("", "2+2?\nAnswer:")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ question.__class__ }}",
+        "{{ cycler.__init__.__globals__ }}",
+        "{% for x in choices %}{{ x.__len__() }}{% endfor %}",
+    ],
+)
+def test_sandbox_refuses_code_and_introspection(text: str) -> None:
+    with pytest.raises(TemplateProblem):
+        render_text(text, {"question": "q", "choices": ["a"]})
+
+
+def test_unknown_field_is_an_error_not_an_empty_string() -> None:
+    with pytest.raises(TemplateProblem, match="unknown field"):
+        render_text("{{ questoin }}", {"question": "q"})
+    assert template_fields("{{ a }} {% for c in choices %}{{ c }}{% endfor %}") == {"a", "choices"}
+
+
+def test_syntax_error_names_the_line() -> None:
+    with pytest.raises(TemplateProblem, match="line 2"):
+        template_fields("ok\n{% for %}")
