@@ -18,13 +18,37 @@ class UserError(click.ClickException):
     """A problem the user can fix; printed as one line, exit status 1."""
 
 
-def _registry(strict: bool = True) -> Any:
+def _registry(strict: bool = True, observed: str | None = None) -> Any:
     from harness.registry import RegistryError, load_registry
 
     try:
+        if observed:
+            return _registry_with_observed(observed, strict)
         return load_registry(strict=strict)
     except RegistryError as exc:
         raise UserError(f"{exc}\nRun `irh validate` after fixing these.") from None
+
+
+OBSERVED_HELP = (
+    "Also load phrasings imported at run time from other projects: a comma list of flan, promptsource, "
+    "promptbench, instructioneval=PATH, file=PATH (see `irh import list`)."
+)
+
+
+def _registry_with_observed(observed: str, strict: bool) -> Any:
+    from harness.importers import ObservedSourceError, load_registry_with_observed, parse_sources
+
+    try:
+        registry, results = load_registry_with_observed(sources=parse_sources(observed), strict=strict)
+    except ObservedSourceError as exc:
+        raise UserError(str(exc)) from None
+    for result in results:
+        c = result.counts()
+        click.echo(
+            f"observed {c.importer}: {c.imported} phrasing(s) from {c.origin}, {c.skipped} skipped (`irh import list --skipped` says why)",
+            err=True,
+        )
+    return registry
 
 
 def _split(values: tuple[str, ...]) -> list[str]:
@@ -49,14 +73,40 @@ def main(verbose: int) -> None:
 
 
 @main.command()
-def validate() -> None:
-    """Load every task and phrasing and report ALL problems at once (exit 1 if any)."""
-    registry = _registry(strict=False)
-    if registry.problems:
-        for problem in registry.problems:
+@click.option("--observed", default=None, metavar="SOURCES", help=OBSERVED_HELP)
+@click.option(
+    "--docs",
+    default=5,
+    show_default=True,
+    help="Render every phrasing on this many cached documents per task (stand-in documents where none are cached; 0: stand-ins only).",
+)
+def validate(docs: int, observed: str | None) -> None:
+    """Load every task and phrasing and report ALL problems at once (exit 1 if any).
+
+    Checks the YAML and schema, ids, exact and near-duplicate texts, placeholders against
+    the task's fields, verbalisers against its labels, and renders every phrasing on
+    documents of every task it applies to, checking that its answer options are reachable.
+    """
+    from harness.data.catalog import is_cached, load_documents
+    from harness.registry import check_renders
+
+    registry = _registry(strict=False, observed=observed)
+    documents = {}
+    if docs > 0:
+        for task in registry.tasks.values():
+            if is_cached(task.data_name, task.split):
+                documents[task.id] = load_documents(task.data_name, task.split)[:docs]
+    problems = list(registry.problems)
+    if not problems:
+        problems = check_renders(registry, documents)
+    if problems:
+        for problem in problems:
             click.echo(str(problem), err=True)
-        raise UserError(f"{len(registry.problems)} problem(s) found")
-    click.echo(f"ok: {len(registry.tasks)} tasks, {len(registry.instructions)} phrasings")
+        raise UserError(f"{len(problems)} problem(s) found")
+    click.echo(
+        f"ok: {len(registry.tasks)} tasks, {len(registry.instructions)} phrasings; "
+        f"rendered on real documents of {len(documents)} tasks, stand-in documents for the rest"
+    )
 
 
 @main.command(name="list")
@@ -64,9 +114,10 @@ def validate() -> None:
 @click.option("--task", "task_id", help="Only phrasings that apply to this task.")
 @click.option("--status", type=click.Choice(["observed", "unobserved"]), help="Only phrasings with this provenance status.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def list_cmd(what: str, task_id: str | None, status: str | None, as_json: bool) -> None:
+@click.option("--observed", default=None, metavar="SOURCES", help=OBSERVED_HELP)
+def list_cmd(what: str, task_id: str | None, status: str | None, as_json: bool, observed: str | None) -> None:
     """List tasks, or phrasings with their provenance."""
-    registry = _registry()
+    registry = _registry(observed=observed)
     if what == "tasks":
         rows: list[dict[str, Any]] = [
             {
@@ -108,11 +159,12 @@ def list_cmd(what: str, task_id: str | None, status: str | None, as_json: bool) 
 
 @main.command()
 @click.argument("item_id")
-def show(item_id: str) -> None:
+@click.option("--observed", default=None, metavar="SOURCES", help=OBSERVED_HELP)
+def show(item_id: str, observed: str | None) -> None:
     """Show one phrasing (or task) in full."""
     import yaml
 
-    registry = _registry()
+    registry = _registry(observed=observed)
     if item_id in registry.tasks:
         click.echo(yaml.safe_dump(registry.tasks[item_id].model_dump(exclude_none=True), sort_keys=False, allow_unicode=True))
         return
@@ -139,14 +191,25 @@ def show(item_id: str) -> None:
 @click.option("--placement", type=click.Choice(["user", "system", "none"]), default="user", show_default=True)
 @click.option("--model", "model_spec", default=None, help="Model whose chat template to show (default: the embedded model).")
 @click.option("--no-chat", is_flag=True, help="Do not load a tokenizer; show the plain prompt only.")
-def render(task_id: str, instruction_id: str, count: int, limit: int | None, seed: int, placement: str, model_spec: str | None, no_chat: bool) -> None:
+@click.option("--observed", default=None, metavar="SOURCES", help=OBSERVED_HELP)
+def render(
+    task_id: str,
+    instruction_id: str,
+    count: int,
+    limit: int | None,
+    seed: int,
+    placement: str,
+    model_spec: str | None,
+    no_chat: bool,
+    observed: str | None,
+) -> None:
     """Print exactly what the model sees, with and without the chat template."""
     from harness.data.cache import DataMissing
     from harness.data.catalog import load_documents, select_documents
     from harness.render import TemplateProblem
     from harness.view import chat_renderer, rendered_views
 
-    registry = _registry()
+    registry = _registry(observed=observed)
     try:
         task = registry.task(task_id)
         entry = registry.instruction(instruction_id)
@@ -251,20 +314,45 @@ def _progress_bar(desc: str) -> Any:
 
 
 @main.command()
-@click.option("--model", "models", multiple=True, help="`default` (SmolLM2-135M-Instruct, offline) or an lm-eval spec BACKEND:key=value,...; repeat for several models.")
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    help="`default` (SmolLM2-135M-Instruct, offline) or an lm-eval spec BACKEND:key=value,...; repeat for several models.",
+)
 @click.option("--tasks", "task_sel", multiple=True, help="Task ids, globs (bbl.*) or families (mmlu, bbl, nli); comma-separated.")
 @click.option("--instructions", "inst_sel", multiple=True, help="Only these phrasing ids or globs.")
 @click.option("--max-instructions", type=int, default=None, help="A seeded random subset of this many phrasings per task.")
-@click.option("--limit", type=int, default=None, help="Documents per task: a seeded, stratified subsample, the same for every phrasing and model.")
+@click.option(
+    "--limit", type=int, default=None, help="Documents per task: a seeded, stratified subsample, the same for every phrasing and model."
+)
 @click.option("--seed", default=1234, show_default=True)
-@click.option("--placement", type=click.Choice(["user", "system", "none"]), default="user", show_default=True, help="Phrasing in the chat template's user turn, the system turn, or no chat template.")
-@click.option("--dtype", type=click.Choice(["bfloat16", "float32", "float16"]), default=None, help="Model dtype (default: bfloat16 where the CPU supports it).")
+@click.option(
+    "--placement",
+    type=click.Choice(["user", "system", "none"]),
+    default="user",
+    show_default=True,
+    help="Phrasing in the chat template's user turn, the system turn, or no chat template.",
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(["bfloat16", "float32", "float16"]),
+    default=None,
+    help="Model dtype (default: bfloat16 where the CPU supports it).",
+)
 @click.option("--batch-size", default=16, show_default=True)
 @click.option("--chunk-size", default=32, show_default=True, help="Documents per lm-eval call; rows are flushed after each.")
 @click.option("--seen", default=None, help="Collections the model saw in tuning (comma-separated); overrides harness/model_families.yaml.")
 @click.option("--reports-dir", type=click.Path(path_type=Path), default=Path("reports"), show_default=True)
-@click.option("--resume", "resume_dir", type=click.Path(path_type=Path), default=None, help="Complete an interrupted run folder instead of starting one.")
+@click.option(
+    "--resume",
+    "resume_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Complete an interrupted run folder instead of starting one.",
+)
 @click.option("--no-report", is_flag=True, help="Skip writing the report at the end.")
+@click.option("--observed", default=None, metavar="SOURCES", help=OBSERVED_HELP + " Give the same sources with --resume.")
 def run(
     models: tuple[str, ...],
     task_sel: tuple[str, ...],
@@ -280,6 +368,7 @@ def run(
     reports_dir: Path,
     resume_dir: Path | None,
     no_report: bool,
+    observed: str | None,
 ) -> None:
     """Score every phrasing of the chosen tasks on the same documents."""
     from harness.backends.models import ModelError, load_model, parse_model_spec
@@ -290,7 +379,7 @@ def run(
     from harness.results import RunError
     from harness.runner import execute, resume_run, start_run
 
-    registry = _registry()
+    registry = _registry(observed=observed)
     if resume_dir is not None:
         bar = _progress_bar(f"resuming {resume_dir.name}")
         try:
@@ -318,28 +407,45 @@ def run(
             raise UserError(str(exc)) from None
     for model_text in models or ("default",):
         try:
-            spec = parse_model_spec(model_text, dtype=dtype, batch_size=batch_size)
+            spec = parse_model_spec(model_text, dtype=dtype, batch_size=batch_size, progress=lambda m: click.echo(m, err=True))
             seen_cols = seen_collections_for(spec.label, _split((seen,)) if seen is not None else None)
-            items = build_plan(registry, tasks, instruction_patterns=_split(inst_sel) or None, max_instructions=max_instructions, seen_collections=seen_cols, seed=seed)
-            run_dir, manifest = start_run(registry, items, spec, reports_dir=reports_dir, placement=placement, seed=seed, limit=limit, chunk_size=chunk_size, seen_collections=seen_cols)
+            items = build_plan(
+                registry,
+                tasks,
+                instruction_patterns=_split(inst_sel) or None,
+                max_instructions=max_instructions,
+                seen_collections=seen_cols,
+                seed=seed,
+            )
+            # Load the model before creating the run folder: a bad spec leaves nothing behind.
+            click.echo(f"loading model {spec.label} ...", err=True)
+            model = load_model(spec)
+            run_dir, manifest = start_run(
+                registry,
+                items,
+                spec,
+                reports_dir=reports_dir,
+                placement=placement,
+                seed=seed,
+                limit=limit,
+                chunk_size=chunk_size,
+                seen_collections=seen_cols,
+            )
         except (PlanError, ModelError, DataMissing) as exc:
             raise UserError(str(exc)) from None
         except KeyError as exc:
             raise UserError(str(exc.args[0])) from None
         n_docs = sum(len(r.doc_ids) for r in manifest.tasks.values())
         click.echo(f"run {run_dir}: {spec.label}, {len(tasks)} task(s), {len(items)} phrasing x task pairs, {n_docs} documents", err=True)
-        click.echo(f"loading model {spec.label} ...", err=True)
-        try:
-            model = load_model(spec)
-        except ModelError as exc:
-            raise UserError(str(exc)) from None
         bar = _progress_bar("scoring")
         try:
             manifest = execute(run_dir, manifest, items, model=model, progress=bar)
         except KeyboardInterrupt:
             raise UserError(f"interrupted; rows so far are kept. Resume with `irh run --resume {run_dir}`") from None
         except Exception as exc:
-            raise UserError(f"run failed: {type(exc).__name__}: {exc}. Rows so far are kept; after fixing, `irh run --resume {run_dir}`") from exc
+            raise UserError(
+                f"run failed: {type(exc).__name__}: {exc}. Rows so far are kept; after fixing, `irh run --resume {run_dir}`"
+            ) from exc
         finally:
             bar.close()
         _finish(run_dir, manifest.status, no_report, write_report)
@@ -353,19 +459,218 @@ def _finish(run_dir: Path, status: str, no_report: bool, write_report: Any) -> N
 
 
 @main.command()
-@click.argument("run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Write the report here instead of the run folder.")
-def report(run_dir: Path, out: Path | None) -> None:
-    """Write report.md, per_instruction.csv, per_task.csv and summary.json for a run."""
-    from harness.report.tables import write_report
+@click.argument("run_dir", required=False, type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=None, help="Write the report here instead of the run folder (required with --import)."
+)
+@click.option(
+    "--import",
+    "imports",
+    multiple=True,
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="Results made elsewhere instead of RUN_DIR: a long-format .csv or lm-eval samples_*.jsonl; repeatable.",
+)
+@click.option(
+    "--model",
+    "model_name",
+    default=None,
+    help="With --import: name the model of lm-eval files, or pick one model of a CSV holding several.",
+)
+@click.option(
+    "--task", "import_task", default=None, help="With --import: task id of lm-eval files (default: the lm-eval task in the file name)."
+)
+@click.option(
+    "--instruction-id",
+    default=None,
+    help="With --import of one lm-eval file: its phrasing id (default: the lm-eval task in the file name).",
+)
+@click.option(
+    "--seen-instructions", default=None, help="With --import of lm-eval files: phrasing ids the model saw in tuning (comma-separated)."
+)
+@click.option("--bootstrap", "n_boot", default=2000, show_default=True, help="Bootstrap replicates for every CI.")
+@click.option("--seed", default=0, show_default=True, help="Bootstrap seed.")
+@click.option("--no-html", is_flag=True, help="Skip report.html and its plots.")
+def report(
+    run_dir: Path | None,
+    out: Path | None,
+    imports: tuple[Path, ...],
+    model_name: str | None,
+    import_task: str | None,
+    instruction_id: str | None,
+    seen_instructions: str | None,
+    n_boot: int,
+    seed: int,
+    no_html: bool,
+) -> None:
+    """Write report.md, report.html, per_instruction.csv, per_task.csv, per_group.csv and summary.json
+    for a run folder, or for imported results (see harness/report/README.md for the formats)."""
+    from harness.report.imports import ImportOptions, ImportProblem, import_results
+    from harness.report.tables import write_report, write_source_report
     from harness.results import RunError
 
+    if (run_dir is None) == (not imports):
+        raise UserError("give either RUN_DIR or --import FILE (with --out DIR)")
     try:
-        paths = write_report(run_dir, out)
-    except RunError as exc:
+        if run_dir is not None:
+            paths = write_report(run_dir, out, n_boot=n_boot, seed=seed, html=not no_html)
+        else:
+            if out is None:
+                raise UserError("--import needs --out DIR: where to write the report")
+            options = ImportOptions(model_name, import_task, instruction_id, frozenset(_split((seen_instructions or "",))))
+            sources = import_results(list(imports), options)
+            if len(sources) > 1:
+                chosen = [s for s in sources if s.model == model_name]
+                if not chosen:
+                    names = ", ".join(s.model for s in sources)
+                    raise UserError(
+                        f"the import holds several models ({names}); pick one with --model, or compare them with `irh compare FILE`"
+                    )
+                sources = chosen
+            paths = write_source_report(sources[0], out, n_boot=n_boot, seed=seed, html=not no_html)
+    except (RunError, ImportProblem) as exc:
         raise UserError(str(exc)) from None
     for path in paths.values():
         click.echo(str(path))
+
+
+@main.command()
+@click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True))
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=None, help="Folder for the comparison (default: a new reports/compare_<UTC time>)."
+)
+@click.option("--bootstrap", "n_boot", default=2000, show_default=True, help="Bootstrap replicates for every CI.")
+@click.option("--seed", default=0, show_default=True, help="Bootstrap seed.")
+@click.option("--no-html", is_flag=True, help="Skip compare.html and its plots.")
+def compare(sources: tuple[Path, ...], out: Path | None, n_boot: int, seed: int, no_html: bool) -> None:
+    """Compare models across phrasings: SOURCES are run folders or import files (a CSV may hold several models).
+
+    Writes compare.md, compare.csv, compare_pairs.csv, compare.json and compare.html.
+    """
+    from harness.report.compare import default_compare_dir, write_compare
+    from harness.report.imports import ImportProblem, load_sources
+    from harness.results import RunError
+
+    try:
+        loaded = load_sources(list(sources))
+    except (RunError, ImportProblem) as exc:
+        raise UserError(str(exc)) from None
+    if len(loaded) < 2:
+        raise UserError(f"a comparison needs at least two models; got {len(loaded)} from {len(sources)} source(s)")
+    paths = write_compare(loaded, out or default_compare_dir(), n_boot=n_boot, seed=seed, html=not no_html)
+    for path in paths.values():
+        click.echo(str(path))
+
+
+# --------------------------------------------------------------------------- import
+
+
+@main.group(name="import")
+def import_group() -> None:
+    """Observed phrasings, read at run time from the projects that carry them (never stored here)."""
+
+
+@import_group.command(name="list")
+@click.argument("sources", nargs=-1)
+@click.option("--skipped", is_flag=True, help="Also list every skipped item under its reason.")
+@click.option("--ids", is_flag=True, help="Also list the imported phrasing ids.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def import_list(sources: tuple[str, ...], skipped: bool, ids: bool, as_json: bool) -> None:
+    """Per-importer counts: phrasings imported (by status) and items skipped (by reason).
+
+    SOURCES as for --observed (default: flan promptsource promptbench): flan, promptsource,
+    promptbench, instructioneval=PATH, file=PATH.
+    """
+    from harness.importers import DEFAULT_SOURCES, ObservedSourceError, parse_sources, run_importers
+    from harness.registry import default_root, load_tasks
+
+    try:
+        results = run_importers(parse_sources(sources or DEFAULT_SOURCES), load_tasks(default_root(), []))
+    except ObservedSourceError as exc:
+        raise UserError(str(exc)) from None
+    if as_json:
+        rows = [
+            {**r.counts()._asdict(), "ids": [e.id for e in r.phrasings], "skipped_items": [s._asdict() for s in r.skipped]} for r in results
+        ]
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    for result in results:
+        c = result.counts()
+        click.echo(f"{c.importer}: {c.origin}")
+        click.echo(f"  imported {c.imported} ({c.observed} observed, {c.unobserved} unobserved)")
+        if ids:
+            for entry in result.phrasings:
+                click.echo(f"    {entry.id:<52} {entry.target_kind}:{entry.target}")
+        click.echo(f"  skipped {c.skipped}")
+        for reason, n in c.reasons.items():
+            click.echo(f"    {n:>5}  {reason}")
+            if skipped:
+                for item in (s.item for s in result.skipped if s.reason == reason):
+                    click.echo(f"             {item}")
+
+
+@import_group.command(name="readme")
+@click.option("--check", is_flag=True, help="Only check: exit 1 if the README's count tables are stale.")
+@click.option("--readme", "readme_path", type=click.Path(path_type=Path), default=None, help="Default: README.md beside tasks/.")
+def import_readme(check: bool, readme_path: Path | None) -> None:
+    """Write (or check) the count tables of README.md: written phrasings per task, importer counts."""
+    from harness.counts import README_IMPORTERS, counts_section, read_section, replace_section
+    from harness.importers import ObservedSourceError, parse_sources, run_importers
+
+    registry = _registry()
+    try:
+        results = run_importers(parse_sources(README_IMPORTERS), dict(registry.tasks), together=False)
+    except ObservedSourceError as exc:
+        raise UserError(str(exc)) from None
+    section = counts_section(registry, results)
+    path = readme_path or registry.root / "README.md"
+    if check:
+        if read_section(path) != section:
+            raise UserError(f"the count tables in {path} are stale; run `irh import readme`")
+        click.echo(f"{path}: count tables are current")
+        return
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    path.write_text(replace_section(text, section), encoding="utf-8")
+    click.echo(f"{path}: count tables written")
+
+
+@main.command()
+@click.option(
+    "--tasks", "task_sel", multiple=True, help="Multiple-choice tasks (default: three BIG-bench Lite tasks with multi-token options)."
+)
+@click.option("--phrasings", default=10, show_default=True, help="Phrasings per task (a seeded subset).")
+@click.option("--limit", default=20, show_default=True, help="Documents per task.")
+@click.option("--dtype", type=click.Choice(["bfloat16", "float32"]), default=None, help="Default: bfloat16 where the CPU supports it.")
+@click.option("--batch-size", default=16, show_default=True, help="lm-eval hf batch size.")
+@click.option("--seed", default=1234, show_default=True)
+@click.option("--json-out", type=click.Path(path_type=Path), default=None, help="Also write the measurements as JSON.")
+def bench(
+    task_sel: tuple[str, ...], phrasings: int, limit: int, dtype: str | None, batch_size: int, seed: int, json_out: Path | None
+) -> None:
+    """Score one workload with lm-eval's hf backend and with irh-fast; compare time, memory, work and numbers."""
+    from harness.backends.models import default_dtype, default_model_dir
+    from harness.bench import DEFAULT_TASKS, format_summary, run_bench
+    from harness.data.catalog import OFFLINE_SOURCES, fetch_offline, is_cached
+
+    registry = _registry()
+    tasks = _split(task_sel) or list(DEFAULT_TASKS)
+    for task_id in tasks:
+        task = registry.task(task_id)
+        if not is_cached(task.data_name, task.split):
+            fetch_offline(OFFLINE_SOURCES[task.family if task.family in OFFLINE_SOURCES else "nli"])
+    model_dir = default_model_dir(lambda m: click.echo(m, err=True))
+    config = {
+        "tasks": tasks,
+        "phrasings": phrasings,
+        "limit": limit,
+        "seed": seed,
+        "batch_size": batch_size,
+        "model_args": f"pretrained={model_dir},dtype={dtype or default_dtype()},device=cpu",
+    }
+    click.echo("running lm-eval hf, then irh-fast, each in its own process ...", err=True)
+    summary = run_bench(config)
+    click.echo(format_summary(summary))
+    if json_out:
+        json_out.write_text(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":

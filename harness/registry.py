@@ -84,9 +84,7 @@ class Registry:
         except KeyError:
             close = difflib.get_close_matches(instruction_id, list(self.instructions), n=3)
             hint = f" Did you mean {', '.join(close)}?" if close else ""
-            raise KeyError(
-                f"unknown phrasing {instruction_id!r}.{hint} See `irh list instructions`."
-            ) from None
+            raise KeyError(f"unknown phrasing {instruction_id!r}.{hint} See `irh list instructions`.") from None
 
     def applies(self, entry: RegisteredInstruction, task: TaskSpec) -> bool:
         """Whether a phrasing can be used for a task (its target matches and its fields fit)."""
@@ -145,10 +143,10 @@ def _read_yaml(path: Path, problems: list[Problem], rel: str) -> Any:
     return None
 
 
-def _pydantic_problems(rel: str, data: Any, exc: ValidationError) -> list[Problem]:
+def _pydantic_problems(rel: str, data: Any, exc: ValidationError, prefix: tuple[Any, ...] = ()) -> list[Problem]:
     out = []
     for err in exc.errors():
-        loc = err["loc"]
+        loc = prefix + tuple(err["loc"])
         item = ""
         # Name the phrasing or task by its id where the error sits inside a list entry.
         if len(loc) >= 2 and loc[0] in ("instructions", "tasks") and isinstance(loc[1], int):
@@ -186,9 +184,7 @@ def load_tasks(root: Path, problems: list[Problem]) -> dict[str, TaskSpec]:
     return tasks
 
 
-def _check_instruction(
-    entry: RegisteredInstruction, tasks: dict[str, TaskSpec], problems: list[Problem]
-) -> list[TaskSpec]:
+def _check_instruction(entry: RegisteredInstruction, tasks: dict[str, TaskSpec], problems: list[Problem]) -> list[TaskSpec]:
     """Check one phrasing against the tasks it targets; return those tasks."""
     inst = entry.instruction
     if entry.target_kind == "task":
@@ -215,8 +211,7 @@ def _check_instruction(
                     Problem(
                         entry.file,
                         inst.id,
-                        f"unknown placeholder(s) {unknown} for task {task.id}; "
-                        f"allowed: {sorted(allowed_fields(task))}",
+                        f"unknown placeholder(s) {unknown} for task {task.id}; allowed: {sorted(allowed_fields(task))}",
                     )
                 )
                 return []
@@ -277,6 +272,31 @@ def _check_duplicates(entries: list[RegisteredInstruction], problems: list[Probl
                     )
 
 
+def _parse_instruction_file(rel: str, data: Any, problems: list[Problem]) -> list[RegisteredInstruction]:
+    """Validate the file header, then each phrasing on its own, so one bad phrasing does not
+    hide the problems (or the good phrasings) of the rest of the file."""
+    if not isinstance(data, dict):
+        problems.append(Problem(rel, "", "expected a mapping with schema_version, task|family|category and instructions"))
+        return []
+    raw = data.get("instructions")
+    try:
+        header = InstructionFile.model_validate({**data, "instructions": []})
+    except ValidationError as exc:
+        problems.extend(_pydantic_problems(rel, data, exc))
+        return []
+    if not isinstance(raw, list):
+        problems.append(Problem(rel, "", "instructions: expected a list of phrasings"))
+        return []
+    kind, name = header.target
+    out = []
+    for i, item in enumerate(raw):
+        try:
+            out.append(RegisteredInstruction(Instruction.model_validate(item), rel, kind, name))
+        except ValidationError as exc:
+            problems.extend(_pydantic_problems(rel, {"instructions": raw}, exc, prefix=("instructions", i)))
+    return out
+
+
 def load_registry(root: Path | None = None, *, strict: bool = True, extra: Iterable[RegisteredInstruction] = ()) -> Registry:
     """Load every task spec and phrasing under ``root`` and validate them together.
 
@@ -296,13 +316,7 @@ def load_registry(root: Path | None = None, *, strict: bool = True, extra: Itera
         data = _read_yaml(path, problems, rel)
         if data is None:
             continue
-        try:
-            parsed = InstructionFile.model_validate(data)
-        except ValidationError as exc:
-            problems.extend(_pydantic_problems(rel, data, exc))
-            continue
-        kind, name = parsed.target
-        entries.extend(RegisteredInstruction(inst, rel, kind, name) for inst in parsed.instructions)
+        entries.extend(_parse_instruction_file(rel, data, problems))
     entries.extend(extra)
 
     instructions: dict[str, RegisteredInstruction] = {}
@@ -323,3 +337,72 @@ def load_registry(root: Path | None = None, *, strict: bool = True, extra: Itera
         root=root,
         problems=tuple(problems),
     )
+
+
+def example_document(task: TaskSpec) -> dict[str, Any]:
+    """A stand-in document with every declared field, for checking templates without data."""
+    n = len(task.labels) if task.labels else 4
+    choices = list(task.labels) if task.labels else [f"option text {i + 1}" for i in range(n)]
+    doc: dict[str, Any] = {
+        "id": "example/0",
+        "fields": {name: f"<{name}>" for name in task.fields if name != "choices"},
+        "choices": choices,
+        "scores": [1.0] + [0.0] * (n - 1),
+        "targets": ["<target>"],
+    }
+    return doc
+
+
+def _reachability_problem(instruction: Instruction, text: str, options: list[str]) -> str | None:
+    """Why the scored options cannot be reached from this prompt, or None if they can."""
+    import re
+
+    style = instruction.answer_choices
+    if style in ("letters", "numbers"):
+        missing = [o for o in options if not re.search(rf"(?<![A-Za-z0-9]){re.escape(o)}(?![A-Za-z0-9])", text)]
+        if missing:
+            return f"answers are {style} but the prompt never shows {missing}"
+    elif isinstance(style, dict):
+        lowered = text.lower()
+        missing = [w for w in options if w.lower() not in lowered]
+        if missing:
+            return f"verbaliser word(s) {missing} never appear in the prompt, so the model cannot know them"
+    return None
+
+
+def check_renders(registry: Registry, documents: Mapping[str, list[dict[str, Any]]] | None = None) -> list[Problem]:
+    """Render every phrasing on documents of each task it applies to, and check its options.
+
+    Args:
+        registry: the loaded registry.
+        documents: real documents per task id (e.g. the first few of the cache); tasks not
+            given are checked on :func:`example_document`.
+    """
+    from harness.render import render_prompt
+
+    problems: list[Problem] = []
+    reported: set[str] = set()
+    for task in registry.tasks.values():
+        docs = (documents or {}).get(task.id) or [example_document(task)]
+        for entry in registry.instructions_for(task.id):
+            if entry.id in reported:
+                continue
+            for doc in docs:
+                try:
+                    prompt = render_prompt(entry.instruction, task, doc)
+                    for placement in ("system",):
+                        render_prompt(entry.instruction, task, doc, placement)
+                except (TemplateProblem, KeyError) as exc:
+                    problems.append(Problem(entry.file, entry.id, f"does not render on {task.id} document {doc['id']}: {exc}"))
+                    reported.add(entry.id)
+                    break
+                if not prompt.user.strip():
+                    problems.append(Problem(entry.file, entry.id, f"renders to an empty prompt on {task.id}"))
+                    reported.add(entry.id)
+                    break
+                why = _reachability_problem(entry.instruction, prompt.system + "\n" + prompt.user, prompt.options)
+                if why:
+                    problems.append(Problem(entry.file, entry.id, f"{task.id} document {doc['id']}: {why}"))
+                    reported.add(entry.id)
+                    break
+    return problems

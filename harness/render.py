@@ -123,10 +123,7 @@ def split_system_part(text: str, context: dict[str, Any]) -> tuple[str, str]:
     turn. A phrasing that opens with the document has no system part.
     """
     full = render_text(text, context)
-    sentinels = {
-        name: f"\x00{i}\x00" if isinstance(value, str) else value
-        for i, (name, value) in enumerate(context.items())
-    }
+    sentinels = {name: f"\x00{i}\x00" if isinstance(value, str) else value for i, (name, value) in enumerate(context.items())}
     marked = render_text(text, sentinels)
     cut = marked.find("\x00")
     if cut <= 0:
@@ -140,9 +137,7 @@ def split_system_part(text: str, context: dict[str, Any]) -> tuple[str, str]:
     return system, full[line_end + 1 :]
 
 
-def render_prompt(
-    instruction: Instruction, task: TaskSpec, doc: dict[str, Any], placement: str = "user"
-) -> RenderedPrompt:
+def render_prompt(instruction: Instruction, task: TaskSpec, doc: dict[str, Any], placement: str = "user") -> RenderedPrompt:
     """Render a phrasing on one document.
 
     Args:

@@ -130,7 +130,9 @@ def git_state(path: Path) -> tuple[str | None, bool | None]:
         return None, None
 
 
-def package_versions(names: tuple[str, ...] = ("lm_eval", "torch", "transformers", "datasets", "gguf", "jinja2", "pydantic")) -> dict[str, str | None]:
+def package_versions(
+    names: tuple[str, ...] = ("lm_eval", "torch", "transformers", "datasets", "gguf", "jinja2", "pydantic"),
+) -> dict[str, str | None]:
     out: dict[str, str | None] = {}
     for name in names:
         try:

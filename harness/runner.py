@@ -178,9 +178,7 @@ def execute(
         chat = manifest.placement != "none" and has_chat_template(model.lm)
         # Without a chat template there is no system turn: the whole prompt is one text.
         placement = manifest.placement if chat else "none"
-        manifest = manifest.model_copy(
-            update={"status": "running", "error": None, "chat_template_applied": chat, "model": model.info}
-        )
+        manifest = manifest.model_copy(update={"status": "running", "error": None, "chat_template_applied": chat, "model": model.info})
         write_manifest(run_dir, manifest)
         with SampleWriter(run_dir) as writer:
             for n, item in enumerate(items):

@@ -29,10 +29,10 @@ def chat_renderer(model_spec: str | None) -> ChatRenderer | None:
     """
     from transformers import AutoTokenizer
 
-    from harness.backends.models import parse_model_spec
+    from harness.backends.models import HF_BACKENDS, parse_model_spec
 
     spec = parse_model_spec(model_spec)
-    if spec.backend not in ("hf", "huggingface"):
+    if spec.backend not in HF_BACKENDS:
         return None
     kwargs: dict[str, Any] = {}
     if "gguf_file" in spec.args:
@@ -62,7 +62,11 @@ def rendered_views(
     """Blocks of text describing each document's prompt, plain and (if any) chat-templated."""
     for doc in docs:
         plain = render_prompt(instruction, task, doc, "user")
-        lines = [f"===== {task.id} | {instruction.id} | document {doc['id']} =====", "----- prompt (no chat template) -----", plain_context(plain)]
+        lines = [
+            f"===== {task.id} | {instruction.id} | document {doc['id']} =====",
+            "----- prompt (no chat template) -----",
+            plain_context(plain),
+        ]
         if plain.options:
             lines.append(f"----- scored continuations (after {instruction.target_delimiter!r}) -----")
             lines.extend(f"  [{i}] {opt!r}" for i, opt in enumerate(plain.options))

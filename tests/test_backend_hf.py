@@ -20,41 +20,9 @@ from harness.render import option_scores, render_prompt
 from harness.results import iter_samples, read_manifest
 from harness.view import chat_messages, chat_renderer
 
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch = pytest.importorskip("torch")
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    corpus = ["Is the sky blue? Answer yes or no.", "The answer is A, B, C or D.", "premise hypothesis entailment"] * 20
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<unk>", "<|im_start|>", "<|im_end|>", "<s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(corpus, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="<|im_end|>", pad_token="<unk>")
-    fast.chat_template = CHAT_TEMPLATE
-    fast.save_pretrained(folder)
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                         bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    return folder
-
 
 @pytest.mark.parametrize("placement,chat", [("user", True), ("system", True), ("none", False)])
-def test_render_equals_the_context_lm_eval_scores(
-    tiny_model: Path, cache: Path, registry: Registry, placement: str, chat: bool
-) -> None:
+def test_render_equals_the_context_lm_eval_scores(tiny_model: Path, cache: Path, registry: Registry, placement: str, chat: bool) -> None:
     spec = parse_model_spec(f"hf:pretrained={tiny_model},dtype=float32", batch_size=4)
     model = load_model(spec)
     task = registry.task("bbl.strategyqa")
@@ -62,8 +30,18 @@ def test_render_equals_the_context_lm_eval_scores(
     # A phrasing that opens with instructions, so that the system turn is not empty.
     entry = next(e for e in registry.instructions_for(task.id) if render_prompt(e.instruction, task, docs[0], "system").system)
     prompts = [render_prompt(entry.instruction, task, d, placement) for d in docs]
-    scored = evaluate_chunk(model.lm, name="t", task=task, instruction=entry.instruction, docs=docs, prompts=prompts,
-                            option_scores=[option_scores(task, d) for d in docs], placement=placement, chat=chat, seed=1)
+    scored = evaluate_chunk(
+        model.lm,
+        name="t",
+        task=task,
+        instruction=entry.instruction,
+        docs=docs,
+        prompts=prompts,
+        option_scores=[option_scores(task, d) for d in docs],
+        placement=placement,
+        chat=chat,
+        seed=1,
+    )
     renderer = chat_renderer(f"hf:pretrained={tiny_model}")
     assert renderer is not None
     for prompt, result in zip(prompts, scored, strict=True):
@@ -76,17 +54,44 @@ def test_render_equals_the_context_lm_eval_scores(
         assert "<|im_start|>system\n" in scored[0].context
 
     # And the CLI prints that same text.
-    out = CliRunner().invoke(main, ["render", "--task", "bbl.strategyqa", "--instruction", entry.id, "-n", "3",
-                                    "--placement", placement if chat else "user", "--model", f"hf:pretrained={tiny_model}"])
+    out = CliRunner().invoke(
+        main,
+        [
+            "render",
+            "--task",
+            "bbl.strategyqa",
+            "--instruction",
+            entry.id,
+            "-n",
+            "3",
+            "--placement",
+            placement if chat else "user",
+            "--model",
+            f"hf:pretrained={tiny_model}",
+        ],
+    )
     assert out.exit_code == 0, out.output
     for result in scored:
         assert result.context in out.output
 
 
 def test_real_run_on_a_tiny_model_with_generation(tiny_model: Path, cache: Path, tmp_path: Path) -> None:
-    result = CliRunner().invoke(main, ["run", "--model", f"hf:pretrained={tiny_model},dtype=float32", "--tasks",
-                                       "bbl.strategyqa,bbl.auto_debugging", "--limit", "3", "--max-instructions", "2",
-                                       "--reports-dir", str(tmp_path / "reports")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "--model",
+            f"hf:pretrained={tiny_model},dtype=float32",
+            "--tasks",
+            "bbl.strategyqa,bbl.auto_debugging",
+            "--limit",
+            "3",
+            "--max-instructions",
+            "2",
+            "--reports-dir",
+            str(tmp_path / "reports"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     (run_dir,) = list((tmp_path / "reports").iterdir())
     manifest = read_manifest(run_dir)

@@ -60,7 +60,7 @@ def test_missing_and_corrupt_data_name_the_fix(cache: Path) -> None:
     path = data_dir("bbl.winowhy") / "test.jsonl"
     lines = path.read_text().splitlines()
     path.write_text("\n".join(lines[:-1]) + "\n")
-    with pytest.raises(DataMissing, match="has 5 documents, expected 6; run `irh data fetch bbl.winowhy`"):
+    with pytest.raises(DataMissing, match=r"has 5 documents, expected 6; run `irh data fetch bbl\.winowhy`"):
         load_documents("bbl.winowhy", "test")
     path.write_text("{not json\n")
     with pytest.raises(DataMissing, match="line 1 is corrupt"):

@@ -18,8 +18,19 @@ def run_cli(*args: str) -> tuple[int, str]:
 
 
 def test_fake_run_writes_rows_manifest_and_report(cache: Path, tmp_path: Path) -> None:
-    code, out = run_cli("run", "--model", "irh-fake", "--tasks", "bbl.strategyqa,nli.rte", "--limit", "4",
-                        "--max-instructions", "3", "--reports-dir", str(tmp_path / "reports"))
+    code, out = run_cli(
+        "run",
+        "--model",
+        "irh-fake",
+        "--tasks",
+        "bbl.strategyqa,nli.rte",
+        "--limit",
+        "4",
+        "--max-instructions",
+        "3",
+        "--reports-dir",
+        str(tmp_path / "reports"),
+    )
     assert code == 0, out
     (run_dir,) = list((tmp_path / "reports").iterdir())
     manifest = read_manifest(run_dir)

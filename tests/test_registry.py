@@ -54,7 +54,9 @@ def test_good_file_loads(tmp_path: Path) -> None:
 
 
 def test_all_problems_are_reported_at_once(tmp_path: Path) -> None:
-    bad = GOOD.replace("{{ question }}", "{{ questoin }}") + """  - id: toy.yesno.w01
+    bad = (
+        GOOD.replace("{{ question }}", "{{ questoin }}")
+        + """  - id: toy.yesno.w01
     text: "Different text {{ question }} yes or no"
     answer_choices: {"yes": "yes", "no": "no"}
     provenance: {status: unobserved, author: x}
@@ -63,6 +65,7 @@ def test_all_problems_are_reported_at_once(tmp_path: Path) -> None:
     answer_choices: {"yes": "y", "nope": "n"}
     provenance: {status: observed, author: x}
 """
+    )
     broken_yaml = "schema_version: 1\ntask: toy.mc\ninstructions:\n  - id: x\n    text: [unclosed\n"
     probs = problems_of(make_root(tmp_path, {"a.yaml": bad, "b.yaml": broken_yaml}))
     text = "\n".join(probs)

@@ -23,10 +23,7 @@ def doc(**fields: Any) -> dict[str, Any]:
 
 
 def test_golden_letters_prompt() -> None:
-    text = (
-        "A question about {{ subject }}.\n{{ question }}\n"
-        "{% for c in choices %}{{ 'ABCD'[loop.index0] }}. {{ c }}\n{% endfor %}Answer:"
-    )
+    text = "A question about {{ subject }}.\n{{ question }}\n{% for c in choices %}{{ 'ABCD'[loop.index0] }}. {{ c }}\n{% endfor %}Answer:"
     out = render_prompt(inst(text, answer_choices="letters"), MC, doc(question="Which colour is grass?", subject="botany"))
     assert out.user == "A question about botany.\nWhich colour is grass?\nA. red\nB. green\nC. blue\nD. grey\nAnswer:"
     assert out.options == ["A", "B", "C", "D"]

@@ -10,8 +10,19 @@ from click.testing import CliRunner
 from harness.cli import main
 from harness.results import SAMPLES, iter_samples, read_manifest
 
-ARGS = ["run", "--model", "irh-fake", "--tasks", "bbl.strategyqa,bbl.winowhy", "--limit", "6",
-        "--max-instructions", "2", "--chunk-size", "2"]
+ARGS = [
+    "run",
+    "--model",
+    "irh-fake",
+    "--tasks",
+    "bbl.strategyqa,bbl.winowhy",
+    "--limit",
+    "6",
+    "--max-instructions",
+    "2",
+    "--chunk-size",
+    "2",
+]
 
 
 def _run(tmp_path: Path, *extra: str) -> tuple[int, str]:

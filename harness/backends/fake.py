@@ -26,14 +26,14 @@ def _unit(text: str) -> float:
 class FakeLM(LM):
     """Deterministic fake language model for tests and dry runs."""
 
-    def __init__(self, seed: str = "0", **_: Any) -> None:
+    def __init__(self, seed: str = "0", **unused: Any) -> None:
         super().__init__()
         self.seed = str(seed)
         # For crash tests: IRH_FAKE_FAIL_AFTER=N makes the model fail after N requests
         # (N:interrupt raises KeyboardInterrupt, as Ctrl-C would). It is read from the
         # environment, not the model args, so that a resumed run does not crash again.
-        spec = os.environ.get("IRH_FAKE_FAIL_AFTER", "")
-        count, _, kind = spec.partition(":")
+        failure = os.environ.get("IRH_FAKE_FAIL_AFTER", "")
+        count, _, kind = failure.partition(":")
         self.fail_after = int(count) if count else None
         self.fail_kind = kind or "error"
         self.answered = 0

@@ -181,8 +181,9 @@ class FastScorer(HFLM):
         doc_list = list(docs.values())
         bar = tqdm(total=len(unique), desc="irh-fast loglikelihood", disable=disable_tqdm or self.rank != 0)
         with torch.inference_mode():
+            root_len, root_layers = self._encode_root([d.context for d in doc_list])
             for shared, members in cluster_by_prefix([d.context for d in doc_list]):
-                self._score_cluster([doc_list[m] for m in members], shared, unique, bar)
+                self._score_cluster([doc_list[m] for m in members], max(shared, root_len), root_len, root_layers, unique, bar)
         bar.close()
         results = []
         fallback_iter = iter(fallback) if too_long else iter(())
@@ -190,13 +191,38 @@ class FastScorer(HFLM):
             results.append(next(fallback_iter) if i in skip else unique[key])
         return results
 
-    def _score_cluster(self, docs: list[_Doc], shared: int, out: dict[Any, tuple[float, bool]], bar: Any) -> None:
+    def _encode_root(self, contexts: list[tuple[int, ...]]) -> tuple[int, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """Encode the head every context shares (e.g. the chat template's system turn) once."""
+        if not contexts:
+            return 0, []
+        head = contexts[0]
+        length = min(len(c) for c in contexts) - 1
+        for ctx in contexts[1:]:
+            length = min(length, common_prefix_length(head, ctx))
+        if length < MIN_SHARED_PREFIX:
+            return 0, []
+        ids = torch.tensor([head[:length]], device=self.device)
+        cache = self._cache_from([])
+        self._run(ids, cache, torch.ones_like(ids), torch.arange(length, device=self.device)[None])
+        return length, self._layers_of(cache)
+
+    def _score_cluster(
+        self,
+        docs: list[_Doc],
+        shared: int,
+        root_len: int,
+        root_layers: list[tuple[torch.Tensor, torch.Tensor]],
+        out: dict[Any, tuple[float, bool]],
+        bar: Any,
+    ) -> None:
         device = self.device
-        prefix_layers: list[tuple[torch.Tensor, torch.Tensor]] = []
-        if shared > 0:
-            ids = torch.tensor([docs[0].context[:shared]], device=device)
-            cache = self._cache_from([])
-            self._run(ids, cache, torch.ones_like(ids), torch.arange(shared, device=device)[None])
+        prefix_layers = root_layers
+        if shared > root_len:
+            # The cluster's own head (e.g. the phrasing text before the document), on top of the root.
+            ids = torch.tensor([docs[0].context[root_len:shared]], device=device)
+            cache = self._cache_from(root_layers)
+            mask = torch.ones((1, shared), dtype=torch.long, device=device)
+            self._run(ids, cache, mask, torch.arange(root_len, shared, device=device)[None])
             prefix_layers = self._layers_of(cache)
         # Length-sorted batches of documents, bounded by tokens and by padding waste.
         order = sorted(docs, key=lambda d: len(d.context))

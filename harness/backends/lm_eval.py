@@ -47,7 +47,7 @@ def has_chat_template(lm: Any) -> bool:
     """Whether the lm-eval model object carries a chat template."""
     try:
         return bool(lm.chat_template(True))
-    except Exception:  # noqa: BLE001 - backends without tokenizers raise all sorts
+    except Exception:
         return False
 
 
@@ -104,7 +104,9 @@ def task_config(
     return config
 
 
-def _work_rows(task: TaskSpec, docs: list[dict[str, Any]], prompts: list[RenderedPrompt], option_scores: list[list[float]]) -> list[dict[str, Any]]:
+def _work_rows(
+    task: TaskSpec, docs: list[dict[str, Any]], prompts: list[RenderedPrompt], option_scores: list[list[float]]
+) -> list[dict[str, Any]]:
     rows = []
     for doc, prompt, scores in zip(docs, prompts, option_scores, strict=True):
         row: dict[str, Any] = {"doc_id": doc["id"], "prompt": prompt.user, "system": prompt.system}

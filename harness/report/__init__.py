@@ -1,1 +1,2 @@
-"""Report writers: Markdown and CSV tables from a run folder."""
+"""Reports from run folders or imported results: Markdown, self-contained HTML, CSV, JSON,
+and model comparisons."""

@@ -1,94 +1,113 @@
-"""Write a run's report: report.md, per_instruction.csv, per_task.csv, summary.json."""
+"""Write a report: report.md, report.html, per_instruction.csv, per_task.csv, per_group.csv, summary.json."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from harness.data.cache import atomic_write_bytes
-from harness.results import RunManifest, iter_samples, read_manifest
-from harness.stats import PhrasingScore, TaskSummary, per_phrasing, per_task
+from harness.report.format import csv_cell, jsonable
+from harness.report.sources import ResultSource, load_run, registry_task_info
+from harness.stats.analysis import Analysis, analyse
+from harness.stats.bootstrap import DEFAULT_BOOT
+
+REPORT_FILES = ("report.md", "report.html", "per_instruction.csv", "per_task.csv", "per_group.csv", "summary.json")
 
 
-def _fmt(value: float, digits: int = 3) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
-
-
-def _csv_bytes(rows: list[tuple[Any, ...]], header: tuple[str, ...]) -> bytes:
+def csv_bytes(rows: Sequence[tuple[Any, ...]], header: Sequence[str]) -> bytes:
+    """CSV text with missing values (None, NaN) as empty cells."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
     for row in rows:
-        writer.writerow(["" if isinstance(v, float) and math.isnan(v) else v for v in row])
+        writer.writerow([csv_cell(v) for v in row])
     return buf.getvalue().encode("utf-8")
 
 
-def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+def per_task_rows(analysis: Analysis) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """per_task.csv: the across-phrasing statistics, then seen/unseen (``su_``) and variance (``var_``) columns."""
+    su_fields = [f for f in analysis.seen_unseen[0]._fields if f != "task"] if analysis.seen_unseen else []
+    var_fields = [f for f in analysis.variance[0]._fields if f != "task"] if analysis.variance else []
+    header = [*analysis.tasks[0]._fields] if analysis.tasks else ["task"]
+    header += [f"su_{f}" for f in su_fields] + [f"var_{f}" for f in var_fields]
+    rows = []
+    for t, s, v in zip(analysis.tasks, analysis.seen_unseen, analysis.variance, strict=True):
+        rows.append((*t, *(getattr(s, f) for f in su_fields), *(getattr(v, f) for f in var_fields)))
+    return header, rows
 
 
-def render_markdown(manifest: RunManifest, phrasings: list[PhrasingScore], tasks: list[TaskSummary], rows: int) -> str:
-    """The Markdown report: what was run, the spread per task, and every phrasing's score."""
-    model = manifest.model
-    lines = [
-        f"# Instruction robustness report: {model.get('name', '?')}",
-        "",
-        f"- run: `{manifest.run_id}` (status **{manifest.status}**, {rows} scored samples)",
-        f"- model: {model.get('backend')} `{model.get('name')}`, dtype {model.get('dtype') or model.get('args', {}).get('dtype', '?')}",
-        f"- phrasing placement: {manifest.placement}; chat template applied: {manifest.chat_template_applied}",
-        f"- seed {manifest.seed}, documents per task: {manifest.limit or 'all'}; "
-        f"harness {manifest.harness_version}, commit {(manifest.git_commit or '?')[:10]}{' (dirty)' if manifest.git_dirty else ''}",
-        f"- seen collections for this model: {', '.join(manifest.seen_collections) or 'none'}",
-        "",
-        "Score: the task's metric averaged over documents (accuracy; BIG-bench multiple_choice_grade;",
-        "exact match or ROUGE-Lsum ×100 for generation). Std across phrasings uses ddof=1.",
-        "",
-        "## Across phrasings, per task",
-        "",
-        "| task | phrasings | docs | mean | std | min | max | range | observed mean | unobserved mean | best | worst |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
-    ]
-    for t in tasks:
-        lines.append(
-            f"| {t.task} | {t.phrasings} | {t.documents} | {_fmt(t.mean)} | {_fmt(t.std)} | {_fmt(t.min)} | "
-            f"{_fmt(t.max)} | {_fmt(t.range)} | {_fmt(t.observed_mean)} | {_fmt(t.unobserved_mean)} | "
-            f"`{t.best}` | `{t.worst}` |"
-        )
-    lines += ["", "## Per phrasing", "", "| task | phrasing | status | seen | n | score | accuracy |", "|---|---|---|---|---:|---:|---:|"]
-    for p in phrasings:
-        lines.append(
-            f"| {p.task} | `{_md_escape(p.instruction_id)}` | {p.status} | {'yes' if p.seen else 'no'} | {p.n} | {_fmt(p.score)} | {_fmt(p.accuracy)} |"
-        )
-    return "\n".join(lines) + "\n"
+def summary_dict(source: ResultSource, analysis: Analysis) -> dict[str, Any]:
+    """summary.json: every statistic, JSON-safe (NaN as null)."""
+    m = source.manifest
+    return jsonable(
+        {
+            "run_id": m.run_id if m else None,
+            "status": m.status if m else "imported",
+            "model": source.model,
+            "origin": source.origin,
+            "samples": source.samples,
+            "bootstrap": {"replicates": analysis.n_boot, "seed": analysis.seed, "level": analysis.level, "method": "percentile"},
+            "std_ddof": 1,
+            "multiple_testing": {"primary": "holm", "also": "benjamini-hochberg", "family": "tasks of this report, per test"},
+            "notes": analysis.notes,
+            "tasks": [t._asdict() for t in analysis.tasks],
+            "families": [g._asdict() for g in analysis.families],
+            "categories": [g._asdict() for g in analysis.categories],
+            "seen_unseen": [s._asdict() for s in analysis.seen_unseen],
+            "variance": [v._asdict() for v in analysis.variance],
+            "phrasings": [p._asdict() for p in analysis.phrasings],
+        }
+    )
 
 
-def write_report(run_dir: Path, out_dir: Path | None = None) -> dict[str, Path]:
-    """Compute the statistics of a run folder and write the report files; returns their paths."""
-    manifest = read_manifest(run_dir)
-    rows = list(iter_samples(run_dir))
-    phrasings = per_phrasing(rows)
-    tasks = per_task(phrasings)
-    out = out_dir or run_dir
+def write_source_report(
+    source: ResultSource, out: Path, *, n_boot: int = DEFAULT_BOOT, seed: int = 0, html: bool = True
+) -> dict[str, Path]:
+    """Compute the statistics of one model's results and write every report file into ``out``.
+
+    Args:
+        source: a run folder or imported results.
+        out: the folder to write into (created if needed).
+        n_boot: bootstrap replicates.
+        seed: bootstrap seed.
+        html: also draw the plots and write report.html.
+
+    Returns:
+        The written files by name.
+    """
+    from harness.report.markdown import render_markdown
+
+    analysis = analyse(source.phrasings, source.tasks, registry_task_info, n_boot=n_boot, seed=seed)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "report.md": out / "report.md",
-        "per_instruction.csv": out / "per_instruction.csv",
-        "per_task.csv": out / "per_task.csv",
-        "summary.json": out / "summary.json",
-    }
-    atomic_write_bytes(paths["report.md"], render_markdown(manifest, phrasings, tasks, len(rows)).encode("utf-8"))
-    atomic_write_bytes(paths["per_instruction.csv"], _csv_bytes([tuple(p) for p in phrasings], PhrasingScore._fields))
-    atomic_write_bytes(paths["per_task.csv"], _csv_bytes([tuple(t) for t in tasks], TaskSummary._fields))
-    summary = {
-        "run_id": manifest.run_id,
-        "status": manifest.status,
-        "model": manifest.model.get("name"),
-        "samples": len(rows),
-        "tasks": [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in t._asdict().items()} for t in tasks],
-    }
-    atomic_write_bytes(paths["summary.json"], (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
+    paths = {name: out / name for name in REPORT_FILES if html or name != "report.html"}
+    atomic_write_bytes(paths["report.md"], render_markdown(source, analysis).encode("utf-8"))
+    phrasing_fields = analysis.phrasings[0]._fields if analysis.phrasings else ("task", "instruction_id")
+    atomic_write_bytes(paths["per_instruction.csv"], csv_bytes([tuple(p) for p in analysis.phrasings], phrasing_fields))
+    header, rows = per_task_rows(analysis)
+    atomic_write_bytes(paths["per_task.csv"], csv_bytes(rows, header))
+    groups = [*analysis.families, *analysis.categories]
+    atomic_write_bytes(paths["per_group.csv"], csv_bytes([tuple(g) for g in groups], groups[0]._fields if groups else ("kind", "name")))
+    atomic_write_bytes(paths["summary.json"], (json.dumps(summary_dict(source, analysis), indent=2) + "\n").encode("utf-8"))
+    if html:
+        from harness.report.html import render_report_html
+        from harness.report.plots import plot_heatmap, plot_phrasing_strips, plot_seen_unseen
+
+        plots = {
+            "strips": plot_phrasing_strips(analysis.by_task),
+            "seen_unseen": plot_seen_unseen(analysis),
+            "heatmap": plot_heatmap(analysis.by_task),
+        }
+        atomic_write_bytes(paths["report.html"], render_report_html(source, analysis, plots).encode("utf-8"))
     return paths
+
+
+def write_report(
+    run_dir: Path, out_dir: Path | None = None, *, n_boot: int = DEFAULT_BOOT, seed: int = 0, html: bool = True
+) -> dict[str, Path]:
+    """Compute the statistics of a run folder and write the report files (into the run folder
+    unless ``out_dir`` is given); returns their paths."""
+    return write_source_report(load_run(run_dir), out_dir or run_dir, n_boot=n_boot, seed=seed, html=html)

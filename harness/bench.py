@@ -1,0 +1,169 @@
+"""`irh bench`: the same loglikelihood workload through lm-eval's hf backend and ours.
+
+Each backend runs in its own subprocess (so its peak memory is its own), loads the model,
+then scores one list of requests built from the registry and the cached documents: every
+chosen phrasing on the same documents, rendered in the model's chat template, one request
+per answer option. The parent compares wall time, tokens/s, peak RSS, the tokens each
+backend pushed through the transformer against the fewest possible (the prefix-trie size of
+the inputs), and the per-request loglikelihoods and per-document predictions.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+DEFAULT_TASKS = ("bbl.logical_deduction", "bbl.conceptual_combinations", "bbl.strange_stories")
+
+
+def build_requests(
+    tasks: list[str], phrasings: int, limit: int, seed: int, apply_chat: Any
+) -> tuple[list[tuple[str, str]], list[tuple[str, str, str, int]]]:
+    """(context, continuation) pairs, and for each a (task, phrasing, doc id, option index) key."""
+    from harness.data.catalog import load_documents, select_documents
+    from harness.plan import build_plan, select_tasks
+    from harness.registry import load_registry
+    from harness.render import render_prompt
+    from harness.view import chat_messages
+
+    registry = load_registry()
+    items = build_plan(registry, select_tasks(registry, tasks), max_instructions=phrasings, seed=seed)
+    pairs: list[tuple[str, str]] = []
+    keys: list[tuple[str, str, str, int]] = []
+    docs_by_task: dict[str, list[dict[str, Any]]] = {}
+    for item in items:
+        if item.task.id not in docs_by_task:
+            docs_by_task[item.task.id] = select_documents(load_documents(item.task.data_name, item.task.split), limit, seed, item.task.id)
+        for doc in docs_by_task[item.task.id]:
+            prompt = render_prompt(item.entry.instruction, item.task, doc)
+            context = apply_chat(chat_messages(prompt))
+            for i, option in enumerate(prompt.options):
+                pairs.append((context, option))  # chat mode: no delimiter before the option
+                keys.append((item.task.id, item.entry.id, doc["id"], i))
+    return pairs, keys
+
+
+def hf_forward_tokens(encoded: list[tuple[tuple[int, ...], tuple[int, ...]]]) -> int:
+    """Tokens lm-eval's hf backend runs: one sequence per request, except that requests whose
+    inputs (context + continuation minus its last token) coincide are run once."""
+    groups = {ctx + cont[:-1] for ctx, cont in encoded}
+    return sum(len(g) for g in groups)
+
+
+def worker(backend: str, config_path: Path, out_path: Path) -> None:
+    """Run one backend on the workload and write its measurements (subprocess entry point)."""
+    import lm_eval.models  # noqa: F401
+    from lm_eval.api.instance import Instance
+    from lm_eval.api.registry import get_model
+
+    import harness.backends.fast  # noqa: F401
+    from harness.backends.fast import count_distinct_tokens
+
+    config = json.loads(config_path.read_text())
+    start = time.perf_counter()
+    lm = get_model(backend).create_from_arg_string(config["model_args"], {"batch_size": config["batch_size"]})
+    load_s = time.perf_counter() - start
+    pairs, keys = build_requests(config["tasks"], config["phrasings"], config["limit"], config["seed"], lm.apply_chat_template)
+    requests = [Instance(request_type="loglikelihood", doc={}, arguments=pair, idx=0) for pair in pairs]
+    encoded = [(tuple(c), tuple(t)) for c, t in (lm._encode_pair(a, b) for a, b in pairs)]
+    start = time.perf_counter()
+    results = lm.loglikelihood(requests, disable_tqdm=True)
+    wall = time.perf_counter() - start
+    request_tokens = sum(len(c) + len(t) for c, t in encoded)
+    forward = lm.work.forward_tokens if hasattr(lm, "work") else hf_forward_tokens(encoded)
+    # hf projects every input position onto the vocabulary; ours only the needed ones.
+    projected = lm.work.projected_positions if hasattr(lm, "work") else forward
+    embedding = lm.model.get_output_embeddings().weight
+    out = {
+        "backend": backend,
+        "load_s": load_s,
+        "wall_s": wall,
+        "requests": len(requests),
+        "request_tokens": request_tokens,
+        "forward_tokens": forward,
+        "minimum_tokens": count_distinct_tokens([c + t[:-1] for c, t in encoded]),
+        "projected_positions": projected,
+        "minimum_projected": len({c + t[:j] for c, t in set(encoded) for j in range(len(t))}),
+        "non_embedding_params": sum(p.numel() for n, p in lm.model.named_parameters() if "embed" not in n and "lm_head" not in n),
+        "vocab_params": embedding.numel(),
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "loglikelihoods": [r[0] for r in results],
+        "keys": keys,
+    }
+    out_path.write_text(json.dumps(out))
+
+
+def _predictions(result: dict[str, Any]) -> dict[tuple[str, str, str], int]:
+    best: dict[tuple[str, str, str], tuple[float, int]] = {}
+    for (task, inst, doc, option), ll in zip(result["keys"], result["loglikelihoods"], strict=True):
+        key = (task, inst, doc)
+        if key not in best or ll > best[key][0]:
+            best[key] = (ll, option)
+    return {k: v[1] for k, v in best.items()}
+
+
+def run_bench(config: dict[str, Any], backends: tuple[str, ...] = ("hf", "irh-fast")) -> dict[str, Any]:
+    """Run the workload once per backend, each in a fresh process; returns the comparison."""
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        config_path = Path(tmp) / "config.json"
+        config_path.write_text(json.dumps(config))
+        for backend in backends:
+            out_path = Path(tmp) / f"{backend}.json"
+            cmd = [sys.executable, "-m", "harness.bench", backend, str(config_path), str(out_path)]
+            subprocess.run(cmd, check=True)
+            results[backend] = json.loads(out_path.read_text())
+    base, fast = results[backends[0]], results[backends[-1]]
+    diffs = [abs(a - b) for a, b in zip(base["loglikelihoods"], fast["loglikelihoods"], strict=True)]
+    pred_a, pred_b = _predictions(base), _predictions(fast)
+    summary = {
+        "config": config,
+        "backends": {
+            name: {k: v for k, v in r.items() if k not in ("loglikelihoods", "keys")}
+            | {
+                "tokens_per_s": r["request_tokens"] / r["wall_s"],
+                # 2 FLOPs per weight per token through the transformer, plus the vocabulary
+                # projection where it is computed (attention scores are not counted).
+                "forward_gflop": 2 * (r["non_embedding_params"] * r["forward_tokens"] + r["vocab_params"] * r["projected_positions"]) / 1e9,
+                "minimum_gflop": 2 * (r["non_embedding_params"] * r["minimum_tokens"] + r["vocab_params"] * r["minimum_projected"]) / 1e9,
+            }
+            for name, r in results.items()
+        },
+        "speedup": base["wall_s"] / fast["wall_s"],
+        "max_abs_loglikelihood_diff": max(diffs) if diffs else 0.0,
+        "documents": len(pred_a),
+        "prediction_disagreements": sum(pred_a[k] != pred_b[k] for k in pred_a),
+    }
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    cfg = summary["config"]
+    lines = [
+        f"workload: {', '.join(cfg['tasks'])}; {cfg['phrasings']} phrasings x {cfg['limit']} documents; "
+        f"{next(iter(summary['backends'].values()))['requests']} loglikelihood requests; {cfg['model_args']}",
+        "",
+        "| backend | wall s | tokens/s | peak RSS MiB | forward tokens | minimum tokens | forward GFLOP | minimum GFLOP |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in summary["backends"].items():
+        lines.append(
+            f"| {name} | {r['wall_s']:.1f} | {r['tokens_per_s']:.0f} | {r['peak_rss_mib']:.0f} | {r['forward_tokens']} | "
+            f"{r['minimum_tokens']} | {r['forward_gflop']:.1f} | {r['minimum_gflop']:.1f} |"
+        )
+    lines += [
+        "",
+        f"speedup: {summary['speedup']:.2f}x; max |loglikelihood difference|: {summary['max_abs_loglikelihood_diff']:.2e}; "
+        f"documents whose prediction differs: {summary['prediction_disagreements']} of {summary['documents']}",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    worker(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]))

@@ -1,0 +1,111 @@
+"""Self-contained HTML reports: a jinja2 template (autoescaped) with the plots embedded.
+
+Every text from results (phrasing ids, prompts, model names) goes through jinja2's
+autoescaping, so a prompt holding ``<script>`` is shown, never run. Nothing is loaded from
+the network: styles are inline and plots are PNG data URIs.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jinja2
+
+from harness.report.format import fmt, fmt_ci, fmt_p
+from harness.report.methods import method_lines
+from harness.report.sources import ResultSource
+from harness.stats.analysis import Analysis
+from harness.stats.data import PhrasingResults
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+
+class PhrasingText(NamedTuple):
+    instruction_id: str
+    score: float
+    seen: bool
+    text: str
+
+
+class BestWorst(NamedTuple):
+    task: str
+    best: PhrasingText | None
+    worst: PhrasingText | None
+
+
+@functools.lru_cache(maxsize=1)
+def environment() -> jinja2.Environment:
+    """The report templates' environment: autoescape on, undefined names are errors."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(fmt=fmt, fmt_ci=fmt_ci, fmt_p=fmt_p)
+    return env
+
+
+def header_items(source: ResultSource) -> list[tuple[str, str]]:
+    """(label, value) pairs describing the run or the import."""
+    m = source.manifest
+    if m is None:
+        return [("model", source.model), ("results", source.origin), *[("source", d) for d in source.details]]
+    model = m.model
+    commit = (m.git_commit or "?")[:10] + (" (dirty)" if m.git_dirty else "")
+    return [
+        ("run", f"{m.run_id} (status {m.status}, {source.samples} scored samples)"),
+        ("model", f"{model.get('backend')} {model.get('name')}, dtype {model.get('dtype') or model.get('args', {}).get('dtype', '?')}"),
+        ("placement", f"{m.placement}; chat template applied: {m.chat_template_applied}"),
+        ("documents", f"{m.limit or 'all'} per task, seed {m.seed}"),
+        ("harness", f"{m.harness_version}, commit {commit}"),
+        ("seen collections", ", ".join(m.seen_collections) or "none"),
+    ]
+
+
+def best_and_worst(analysis: Analysis) -> list[BestWorst]:
+    """Each task's best and worst phrasing with the text shown to the model (first document's prompt)."""
+
+    def text_of(phrasings: list[PhrasingResults], pid: str) -> PhrasingText | None:
+        for p in phrasings:
+            if p.instruction_id == pid:
+                return PhrasingText(pid, p.score, p.seen, p.prompt)
+        return None
+
+    return [
+        BestWorst(t.task, text_of(analysis.by_task[t.task], t.best), text_of(analysis.by_task[t.task], t.worst))
+        for t in analysis.tasks
+        if t.best
+    ]
+
+
+def render_report_html(source: ResultSource, analysis: Analysis, plots: dict[str, Any]) -> str:
+    """The HTML report of one model's results.
+
+    Args:
+        source: what the results are (run or import), for the header.
+        analysis: the statistics.
+        plots: ``strips`` (list of data URIs), ``seen_unseen`` and ``heatmap`` (data URI or None).
+    """
+    return (
+        environment()
+        .get_template("report.html.j2")
+        .render(
+            title=f"Instruction robustness report: {source.model}",
+            header=header_items(source),
+            a=analysis,
+            pct=round(100 * analysis.level),
+            plots=plots,
+            best_worst=best_and_worst(analysis),
+            methods=method_lines(analysis),
+            any_seen=any(s.applicable for s in analysis.seen_unseen),
+        )
+    )
+
+
+def render_compare_html(context: dict[str, Any]) -> str:
+    """The HTML model comparison (context built by :mod:`harness.report.compare`)."""
+    return environment().get_template("compare.html.j2").render(**context)

@@ -1,0 +1,98 @@
+"""Where a report's results come from: a run folder, or results imported from elsewhere.
+
+Both become a :class:`ResultSource`, so every report and comparison is computed the same way.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.results import RunManifest, iter_samples, read_manifest
+from harness.stats.data import PhrasingResults, TaskInfo, default_task_info, phrasings_from_rows
+
+#: Longest setting value used in a model label.
+LABEL_VALUE_MAX = 24
+
+
+@dataclass(frozen=True)
+class ResultSource:
+    """One model's results, ready for the statistics.
+
+    Attributes:
+        model: the model's display name.
+        origin: what the results were read from (run id, or the imported files).
+        phrasings: per (task, phrasing) results.
+        tasks: every task the source covers, including tasks without results.
+        manifest: the run manifest when the source is a run folder.
+        details: extra lines describing the source (import options, formats).
+    """
+
+    model: str
+    origin: str
+    phrasings: list[PhrasingResults]
+    tasks: list[str]
+    manifest: RunManifest | None = None
+    details: list[str] = field(default_factory=list)
+    #: Backend arguments and run settings that tell two runs of one model apart in labels.
+    settings: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def samples(self) -> int:
+        """Scored (phrasing, document) cells, or reported documents for aggregate imports."""
+        return sum(p.n for p in self.phrasings)
+
+
+def load_run(run_dir: Path) -> ResultSource:
+    """Read a run folder (run.json + samples.jsonl) into a :class:`ResultSource`."""
+    manifest = read_manifest(run_dir)
+    phrasings = phrasings_from_rows(iter_samples(run_dir))
+    args = {str(k): str(v) for k, v in (manifest.model.get("args") or {}).items()}
+    args["placement"] = manifest.placement
+    return ResultSource(
+        model=str(manifest.model.get("name") or manifest.model.get("backend") or "?"),
+        origin=manifest.run_id,
+        phrasings=phrasings,
+        tasks=sorted(manifest.tasks),
+        manifest=manifest,
+        settings=args,
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _registry_tasks() -> dict[str, TaskInfo]:
+    # Only tasks/*.yaml, not the phrasings: cheap, and a broken phrasing file must not stop a report.
+    from harness.registry import Problem, default_root, load_tasks
+
+    problems: list[Problem] = []
+    try:
+        specs = load_tasks(default_root(), problems)
+    except Exception:  # the registry is optional here: reports must work on foreign results
+        return {}
+    return {tid: TaskInfo(spec.family, spec.category) for tid, spec in specs.items()}
+
+
+def registry_task_info(task: str) -> TaskInfo:
+    """Family and category from the registry's tasks/ when it knows the task, else from the id."""
+    return _registry_tasks().get(task) or default_task_info(task)
+
+
+def unique_labels(sources: list[ResultSource]) -> list[str]:
+    """Display names for several sources; equal model names are told apart by their differing
+    backend arguments (``irh-fake [seed=7]``), else by origin."""
+    names = [s.model for s in sources]
+    labels = []
+    for s in sources:
+        if names.count(s.model) == 1:
+            labels.append(s.model)
+            continue
+        twins = [t for t in sources if t.model == s.model]
+        keys = sorted({k for t in twins for k in t.settings})
+        differing = [k for k in keys if len({t.settings.get(k) for t in twins}) > 1]
+        # Long values (paths) make unreadable labels; the run id is shorter and still unique.
+        differing = [k for k in differing if all(len(t.settings.get(k, "")) <= LABEL_VALUE_MAX for t in twins)]
+        extra = ",".join(f"{k}={s.settings.get(k, 'default')}" for k in differing)
+        labels.append(f"{s.model} [{extra or s.origin}]")
+    # Still equal (e.g. the same args twice): fall back to the origin, which is unique per run.
+    return [f"{lab} [{s.origin}]" if labels.count(lab) > 1 else lab for lab, s in zip(labels, sources, strict=True)]

@@ -1,0 +1,101 @@
+"""The fast scorer against lm-eval's hf backend on the same tiny model: same numbers, less work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.backends.fast import cluster_by_prefix, common_prefix_length, count_distinct_tokens
+
+
+def _models(tiny_model: Path) -> tuple[Any, Any]:
+    import lm_eval.models  # noqa: F401
+    from lm_eval.api.registry import get_model
+
+    import harness.backends.fast  # noqa: F401
+
+    args = f"pretrained={tiny_model},dtype=float32,device=cpu"
+    hf = get_model("hf").create_from_arg_string(args, {"batch_size": 4})
+    fast = get_model("irh-fast").create_from_arg_string(args, {"batch_size": 4})
+    # Small batches so that the test crosses batch boundaries and padding.
+    fast.max_batch_tokens = 300
+    return hf, fast
+
+
+def _requests(pairs: list[tuple[str, str]]) -> list[Any]:
+    from lm_eval.api.instance import Instance
+
+    return [Instance(request_type="loglikelihood", doc={}, arguments=p, idx=0) for p in pairs]
+
+
+def _workload() -> list[tuple[str, str]]:
+    head = "<|im_start|>system\nYou answer questions.<|im_end|>\n<|im_start|>user\n"
+    pairs = []
+    for phrasing in ("Read the question and pick an answer.", "Question time! Choose one of the options below, please."):
+        for doc in range(5):
+            context = f"{head}{phrasing}\nIs the sky blue on day {doc}?" + " really" * doc + "<|im_end|>\n<|im_start|>assistant\n"
+            for option in ("yes", "no", "A blue sky and a sea", "premise hypothesis entailment"):
+                pairs.append((context, option))
+    pairs.append(pairs[0])  # an exact duplicate request
+    pairs.append(("", "Is the sky blue?"))  # an empty context (scored after the prefix token)
+    return pairs
+
+
+def test_loglikelihoods_match_hf_within_1e4_in_fp32(tiny_model: Path) -> None:
+    hf, fast = _models(tiny_model)
+    pairs = _workload()
+    expected = hf.loglikelihood(_requests(pairs), disable_tqdm=True)
+    got = fast.loglikelihood(_requests(pairs), disable_tqdm=True)
+    assert len(got) == len(expected)
+    for (a, greedy_a), (b, greedy_b) in zip(expected, got, strict=True):
+        assert abs(a - b) < 1e-4
+        assert greedy_a == greedy_b
+    # Duplicates are answered once, and far fewer tokens are run than hf runs.
+    assert fast.work.requests == len(pairs)
+    assert fast.work.unique_requests == len(pairs) - 1
+    hf_tokens = sum(len(c) + len(t) - 1 for c, t in (hf._encode_pair(a, b) for a, b in pairs if a))
+    assert fast.work.forward_tokens < hf_tokens / 2
+
+
+def test_generation_is_hf_generation(tiny_model: Path) -> None:
+    from lm_eval.api.instance import Instance
+
+    hf, fast = _models(tiny_model)
+    reqs = [
+        Instance(
+            request_type="generate_until",
+            doc={},
+            arguments=(f"Is the sky blue? {i}", {"until": ["\n"], "max_gen_toks": 8, "do_sample": False}),
+            idx=0,
+        )
+        for i in range(3)
+    ]
+    assert fast.generate_until(reqs, disable_tqdm=True) == hf.generate_until(reqs, disable_tqdm=True)
+
+
+def test_clusters_share_heads_and_leave_one_token() -> None:
+    contexts = [(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11), (1, 2, 3, 4, 5, 6, 7, 8, 9, 20), (5, 5, 5), (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)]
+    clusters = {tuple(sorted(m)): shared for shared, m in cluster_by_prefix(contexts, min_shared=8)}
+    assert clusters == {(0, 1, 3): 9, (2,): 2}
+    # A context that is a prefix of another still keeps its last token out of the shared part.
+    ((shared, members),) = cluster_by_prefix([(1, 2, 3), (1, 2, 3, 4)], min_shared=2)
+    assert shared == 2 and sorted(members) == [0, 1]
+    assert common_prefix_length((1, 2, 3), (1, 2, 4)) == 2
+
+
+def test_minimum_token_count_is_the_prefix_trie_size() -> None:
+    assert count_distinct_tokens([(1, 2, 3), (1, 2, 4), (1, 2, 3), (5,)]) == 5
+    assert count_distinct_tokens([]) == 0
+
+
+@pytest.mark.parametrize("spec", ["default"])
+def test_default_model_uses_the_fast_scorer(spec: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from harness.backends import models
+
+    monkeypatch.setattr(models, "default_model_dir", lambda progress=None: tmp_path)
+    parsed = models.parse_model_spec(spec)
+    assert parsed.backend == "irh-fast"
+    assert parsed.args["pretrained"] == str(tmp_path)
+    assert parsed.label == "SmolLM2-135M-Instruct"

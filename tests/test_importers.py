@@ -1,0 +1,510 @@
+"""Observed-phrasing importers: synthetic files in each real format, and the real FLAN import.
+
+Every template text in this file is made up for the tests; no prompt of another project is
+copied here (the real FLAN test reads the installed lm-eval at run time).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import textwrap
+import zipfile
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from harness.cli import main
+from harness.importers import (
+    ObservedSourceError,
+    SourceSpec,
+    load_registry_with_observed,
+    parse_sources,
+    run_importers,
+)
+from harness.importers.checks import check_phrasing, synthetic_document
+from harness.importers.files import import_file
+from harness.importers.flan import import_flan
+from harness.importers.instructioneval import import_instructioneval
+from harness.importers.promptbench import import_promptbench
+from harness.importers.promptsource import import_promptsource
+from harness.importers.safe_yaml import UnsupportedTag, load_plain_yaml
+from harness.importers.templating import UnmappedPlaceholder, format_to_jinja, rename_variables
+from harness.registry import Registry, load_registry
+from harness.render import render_prompt
+from harness.schema import ID_PATTERN
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def by_id(result_or_results: object) -> dict[str, object]:
+    results = result_or_results if isinstance(result_or_results, list) else [result_or_results]
+    return {e.id: e for r in results for e in r.phrasings}  # type: ignore[attr-defined]
+
+
+def reasons(result: object) -> dict[str, int]:
+    return result.reasons()  # type: ignore[attr-defined,no-any-return]
+
+
+# --------------------------------------------------------------------------- templating
+
+
+def test_rename_variables_touches_only_free_variables() -> None:
+    text = "{{ sentence1 }} / {{ sentence1.strip() }} / {{ words | join(', ') }} / {{ x.sentence2 }}"
+    out = rename_variables(text, {"sentence1": "premise", "words": "['a', 'b']", "x": "hypothesis"})
+    assert out == "{{ premise }} / {{ premise.strip() }} / {{ ['a', 'b'] | join(', ') }} / {{ hypothesis.sentence2 }}"
+    with pytest.raises(UnmappedPlaceholder) as err:
+        rename_variables("{{ sentence1 }} {{ idx }}", {"sentence1": "premise"})
+    assert err.value.names == ["idx"]
+
+
+def test_format_to_jinja_maps_placeholders_and_escapes_literal_braces() -> None:
+    out = format_to_jinja("Made-up {{literal}} braces, {content} about {task}.", {"content": "{{ question }}", "task": "{{ subject }}"})
+    assert out.startswith("Made-up ")
+    from harness.render import render_text
+
+    assert render_text(out, {"question": "Q?", "subject": "S"}) == "Made-up {literal} braces, Q? about S."
+    with pytest.raises(UnmappedPlaceholder):
+        format_to_jinja("positional {} here", {})
+
+
+def test_safe_yaml_constructs_no_python_objects(tmp_path: Path) -> None:
+    marker = tmp_path / "constructed"
+    data = load_plain_yaml(f'a: !!python/object/apply:builtins.open ["{marker}", "w"]\nb: !function utils.fn\nc: !Template {{x: 1}}\n')
+    assert isinstance(data["a"], UnsupportedTag) and isinstance(data["b"], UnsupportedTag)
+    assert data["c"] == {"x": 1}
+    assert not marker.exists()
+
+
+# --------------------------------------------------------------------------- FLAN (lm-eval)
+
+
+def test_real_flan_import_from_installed_lm_eval_yields_valid_phrasings(registry: Registry) -> None:
+    (result,) = run_importers([SourceSpec("flan", None)], dict(registry.tasks))
+    assert result.origin.startswith("lm-eval ")
+    rte = [e for e in result.phrasings if registry.applies(e, registry.tasks["nli.rte"])]
+    assert rte, f"no FLAN phrasing for nli.rte; skipped: {result.reasons()}"
+    for entry in result.phrasings:
+        assert entry.instruction.provenance.source and entry.instruction.provenance.source.startswith("lm-eval ")
+    observed = [e for e in result.phrasings if e.instruction.provenance.status == "observed"]
+    assert observed and all({"flan-2021", "flan-2022"} <= set(e.instruction.provenance.collections) for e in observed)
+    # The same validation as written phrasings: the whole registry loads with them, no problems.
+    loaded = load_registry(REPO, strict=False, extra=result.phrasings)
+    assert not loaded.problems, loaded.problems
+    task = registry.tasks["nli.rte"]
+    prompt = render_prompt(rte[0].instruction, task, synthetic_document(task))
+    assert "[premise of a nli.rte document]" in prompt.user and len(prompt.options) == 2
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+    return path
+
+
+def _flan_tasks_dir(root: Path) -> Path:
+    _write(root / "benchmarks/flan/flan_held_in.yaml", r'''
+        group: flan_held_in
+        task:
+          - group: anli_r1_flan
+            task:
+              - task: anli_r1_prompt-0
+                include: _held_in_template_yaml
+                doc_to_text: "Synthetic A: {{premise}} => {{hypothesis}}?"
+                doc_to_target: "{{[\"Sure\", \"Unclear\", \"Nah\"][label]}}"
+          - group: anli_r2_flan
+            task:
+              - task: anli_r2_prompt-0
+                doc_to_text: "Synthetic A: {{premise}} => {{hypothesis}}?"
+                doc_to_target: "{{[\"Sure\", \"Unclear\", \"Nah\"][label]}}"
+          - group: rte_flan
+            task:
+              - task: rte_prompt-0
+                doc_to_text: "Synthetic R: {{sentence1}} / {{sentence2}}"
+                doc_to_target: "{{['yep', 'nope'][label]}}"
+              - task: rte_prompt-0
+                doc_to_text: "Synthetic R2: {{sentence1}} / {{idx}}"
+                doc_to_target: "{{['yep', 'nope'][label]}}"
+              - task: rte_prompt-2
+                doc_to_text: !function utils.make_text
+                doc_to_target: "{{['yep', 'nope'][label]}}"
+              - task: rte_prompt-3
+                doc_to_text: "Synthetic R3: {{sentence1}} / {{sentence2}}"
+                doc_to_target: "{{label}}"
+          - group: boolq_flan
+            task:
+              - task: boolq_prompt-0
+                doc_to_text: "Synthetic B: {{passage}}"
+                doc_to_target: "{{['no', 'yes'][label]}}"
+        ''')
+    _write(root / "mmlu/flan_n_shot/loglikelihood/_mmlu_flan_loglikelihood_template_yaml", r'''
+        output_type: multiple_choice
+        doc_to_text: "Synthetic Q: {{question.strip()}} | {{choices[0]}} | {{choices[1]}} | {{choices[2]}} | {{choices[3]}}"
+        doc_to_choice: ["(A)", "(B)", "(C)", "(D)"]
+        doc_to_target: answer
+        ''')
+    _write(root / "mmlu/flan_cot_zeroshot/_mmlu_flan_cot_zeroshot_template_yaml", r'''
+        output_type: generate_until
+        doc_to_text: "Synthetic CoT: {{question}}"
+        ''')
+    return root
+
+
+def test_flan_synthetic_mapping_skipping_and_counts(tmp_path: Path, registry: Registry) -> None:
+    from harness.importers.checks import check_result, drop_repeats
+
+    result = import_flan(_flan_tasks_dir(tmp_path / "tasks"), version="9.9.9")
+
+    check_result(result, registry.tasks)
+    drop_repeats([result], registry.tasks)
+    entries = by_id(result)
+    assert set(entries) == {"flan.anli.t00", "flan.rte.t00", "flan.mmlu.n_shot-loglikelihood"}
+    anli = entries["flan.anli.t00"].instruction  # type: ignore[attr-defined]
+    assert anli.answer_choices == {"entailment": "Sure", "neutral": "Unclear", "contradiction": "Nah"}
+    assert anli.provenance.source == "lm-eval 9.9.9:tasks/benchmarks/flan/flan_held_in.yaml#anli_r1_prompt-0"
+    rte = entries["flan.rte.t00"]
+    assert rte.instruction.text == "Synthetic R: {{premise}} / {{hypothesis}}"  # type: ignore[attr-defined]
+    assert rte.instruction.answer_choices == {"entailment": "yep", "not_entailment": "nope"}  # type: ignore[attr-defined]
+    assert (rte.target_kind, rte.target) == ("category", "nli-2way")  # type: ignore[attr-defined]
+    mmlu = entries["flan.mmlu.n_shot-loglikelihood"].instruction  # type: ignore[attr-defined]
+    assert mmlu.provenance.status == "unobserved" and mmlu.answer_choices == "letters"
+    why = reasons(result)
+    assert why["same text as an earlier phrasing"] == 1
+    assert why["uses ['idx'], which have no field in our tasks"] == 1
+    assert why["uses YAML tags (e.g. !function) that are not imported"] == 1
+    assert why["doc_to_target is not a list of answer words indexed by label"] == 1
+    assert why["no task in this registry for FLAN dataset 'boolq'"] == 1
+    assert any(r.startswith("chain-of-thought") for r in why)
+    counts = result.counts()
+    assert (counts.imported, counts.observed, counts.unobserved, counts.skipped) == (3, 2, 1, 6)
+
+
+# --------------------------------------------------------------------------- promptsource
+
+
+def _template(uid: str, name: str, jinja: str, choices: str, original: str = "true", extra: str = "") -> str:
+    return f"""
+  {uid}: !Template
+    answer_choices: {choices}
+    id: {uid}
+    jinja: {json.dumps(jinja)}
+    metadata: !TemplateMetadata
+      choices_in_prompt: true
+      metrics:
+      - Accuracy
+      original_task: {original}
+    name: {name}
+    reference: made up for tests{extra}
+"""
+
+
+def _sdist(path: Path, files: dict[str, str]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for rel, text in files.items():
+            data = text.encode("utf-8")
+            info = tarfile.TarInfo(f"promptsource-0.2.3/promptsource/templates/{rel}/templates.yaml")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_promptsource_synthetic_sdist(tmp_path: Path, registry: Registry) -> None:
+    marker = tmp_path / "constructed"
+    cb = "dataset: super_glue\nsubset: cb\ntemplates:" + "".join([
+        _template("t1", "synthetic can",
+                  "Synth: {{premise}} then {{hypothesis}}? ||| {% if label != -1 %}{{ answer_choices[label] }}{% endif %}",
+                  "Yep ||| Nope ||| Perhaps"),
+        _template("t2", "not original", "Synth other: {{premise}} ||| {{answer_choices[label]}}", "Yep ||| Nope ||| Perhaps",
+                  original="false"),
+        _template("t3", "odd target", "Synth odd: {{premise}} {{hypothesis}} ||| {{label}}", "Yep ||| Nope ||| Perhaps"),
+        _template("t4", "unknown field", "Synth idx: {{premise}} {{idx}} ||| {{answer_choices[label]}}", "Yep ||| Nope ||| Perhaps"),
+        _template("t5", "evil", "Synth evil: {{premise}} {{hypothesis}} ||| {{answer_choices[label]}}", "Yep ||| Nope ||| Perhaps",
+                  extra=f'\n    payload: !!python/object/apply:builtins.open ["{marker}", "w"]'),
+    ])
+    anli = "dataset: anli\ntemplates:" + _template(
+        "a1", "same text", "Synth: {{premise}} then {{hypothesis}}? ||| {{answer_choices[label]}}", "Yep ||| Perhaps ||| Nope")
+    glue_rte = "dataset: glue\nsubset: rte\ntemplates:" + _template(
+        "r1", "inline choices",
+        "Synth pair: {{sentence1}} | {{sentence2}} -- {{answer_choices[0]}} or {{answer_choices[1]}}?\n||| {{answer_choices[label]}}",
+        "Yes indeed ||| Not at all")
+    imdb = "dataset: imdb\ntemplates:" + _template("i1", "review", "Synth review {{text}} ||| {{answer_choices[label]}}", "bad ||| good")
+    archive = _sdist(tmp_path / "promptsource-0.2.3.tar.gz", {"super_glue/cb": cb, "anli": anli, "glue/rte": glue_rte, "imdb": imdb})
+
+    from harness.importers.checks import check_result, drop_repeats
+
+    result = check_result(import_promptsource(archive), registry.tasks)
+    drop_repeats([result], registry.tasks)
+    assert not marker.exists()
+    entries = by_id(result)
+    # The anli copy comes first (DATASETS order) and maps its own label order to ours.
+    assert set(entries) == {"ps.anli.same-text", "ps.glue-rte.inline-choices"}
+    anli_entry = entries["ps.anli.same-text"].instruction  # type: ignore[attr-defined]
+    assert anli_entry.answer_choices == {"entailment": "Yep", "neutral": "Perhaps", "contradiction": "Nope"}
+    assert anli_entry.provenance.collections == ["p3-promptsource"]
+    assert anli_entry.provenance.source == "promptsource 0.2.3:promptsource/templates/anli/templates.yaml#same text"
+    rte = entries["ps.glue-rte.inline-choices"].instruction  # type: ignore[attr-defined]
+    task = registry.tasks["nli.rte"]
+    rendered = render_prompt(rte, task, synthetic_document(task))
+    assert rendered.user.endswith("-- Yes indeed or Not at all?")
+    assert rendered.options == ["Yes indeed", "Not at all"]
+    why = reasons(result)
+    assert why["not an original-task template (original_task is false)"] == 1
+    assert why["target is not answer_choices[label]; no verbaliser can be derived"] == 1
+    assert why["uses ['idx'], which have no field in our tasks"] == 1
+    assert why["unsupported YAML tag (not constructed)"] == 1
+    assert why["dataset has no task in this registry"] == 1
+    # The CB copy of the shared text: its words in CB's label order are the same verbaliser.
+    assert why["same text as an earlier phrasing"] == 1
+    assert result.counts().imported == 2 and result.counts().skipped == 6
+
+
+# --------------------------------------------------------------------------- PromptBench
+
+
+def test_promptbench_synthetic_wheel_is_parsed_not_run(tmp_path: Path, registry: Registry) -> None:
+    marker = tmp_path / "executed"
+    source = textwrap.dedent(f'''
+        open({str(marker)!r}, "w").write("ran")
+        TASK_ORIENTED_PROMPTS = {{
+            'rte': [
+                "Synthetic pair check, reply entailment or not_entailment.\\nInput:{{content}}\\nReply:",
+                "Synthetic prompt without the document.",
+            ],
+            'mmlu': ["Synthetic {{task}} quiz, pick A-D.\\nInput:{{content}}\\nReply:"],
+            'sst2': ["Synthetic mood: {{content}}"],
+            'mnli': ["Synthetic three-way {{content}} in {{}}"],
+        }}
+    ''')
+    wheel = tmp_path / "promptbench-0.0.4-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("promptbench/prompts/task_oriented.py", source)
+    from harness.importers.checks import check_result
+
+    result = check_result(import_promptbench(wheel), registry.tasks)
+    assert not marker.exists()
+    entries = by_id(result)
+    assert set(entries) == {"pb.rte.task00", "pb.mmlu.task00"}
+    rte = entries["pb.rte.task00"].instruction  # type: ignore[attr-defined]
+    assert rte.provenance.status == "unobserved" and rte.provenance.author == "PromptBench authors (Zhu et al. 2023)"
+    assert rte.provenance.source == "promptbench 0.0.4:promptbench/prompts/task_oriented.py#rte[0]"
+    assert "{{ premise }}" in rte.text and "{{ hypothesis }}" in rte.text
+    mmlu = entries["pb.mmlu.task00"].instruction  # type: ignore[attr-defined]
+    assert mmlu.answer_choices == "letters" and "{{ subject }}" in mmlu.text
+    why = reasons(result)
+    assert why["no {content} placeholder: the document would not be shown"] == 1
+    assert why["dataset has no task in this registry"] == 1
+    assert why["uses ['{}'], which have no field in our tasks"] == 1
+    assert why["file not found in the wheel"] == 1
+
+
+# --------------------------------------------------------------------------- InstructionEval
+
+
+def _instructioneval_checkout(root: Path, marker: Path) -> Path:
+    _write(root / "configs/MMLU/general.py", f'''
+        from configs.preprocessor import Preprocessor
+        open({str(marker)!r}, "w").write("ran")
+
+        class MMLUGeneralPreprocessor(Preprocessor):
+            def unobserved1(self, item):
+                input_template = "Synthetic exam item: {{question}}\\n" \\
+                                 "A) {{choiceA}} B) {{choiceB}} C) {{choiceC}} D) {{choiceD}}\\nLetter:"
+                return self.unobserved_template(item, input_template)
+
+            def unobserved1_fs(self, item):
+                input_template = "Synthetic few-shot {{question}}"
+                return self.unobserved_template_few_shot(item, "", input_template, "")
+
+            def unobserved2(self, item):
+                input_template = "Synthetic field {{domain}}: {{question}} {{choiceA}} {{choiceB}} {{choiceC}} {{choiceD}}"
+                return self.unobserved_template(item, input_template)
+        ''')
+    _write(root / "configs/BBH/binary_classification/strategy_qa.py", '''
+        class StrategyQAPreprocessor(Preprocessor):
+            def unobserved1(self, item):
+                input_template = "Synthetic yes-or-no reasoning. " + "Q: {question}\\nA:"
+                return self.unobserved_template(item, input_template)
+
+            def unobserved2(self, item):
+                item["question"] = item["question"].replace("Q: ", "")
+                input_template = "Synthetic rewritten {question}"
+                return self.unobserved_template(item, input_template)
+
+            def unobserved3(self, item):
+                input_template = "Synthetic labels {labels}: {question}"
+                return self.unobserved_template_classification(item, input_template)
+
+            def unobserved4(self, item):
+                return {"input_text": "Synthetic built in code " + item["question"]}
+        ''')
+    _write(root / "configs/processors/Flan_templates.py", "TEMPLATES = ['Synthetic observed {x}']\n")
+    _write(root / "configs/Adv/strategy_qa.py", "class X:\n    pass\n")
+    _write(root / ".git/HEAD", "ref: refs/heads/main\n")
+    _write(root / ".git/refs/heads/main", "0123456789abcdef0123456789abcdef01234567\n")
+    return root
+
+
+def test_instructioneval_synthetic_checkout(tmp_path: Path, registry: Registry) -> None:
+    marker = tmp_path / "executed"
+    root = _instructioneval_checkout(tmp_path / "InstructionEval", marker)
+    from harness.importers.checks import check_result
+
+    result = check_result(import_instructioneval(root), registry.tasks)
+    assert not marker.exists()
+    assert result.origin.startswith("InstructionEval@0123456789ab")
+    entries = by_id(result)
+    assert set(entries) == {"ie.mmlu.general.u01", "ie.bbl.strategy_qa.u01"}
+    mmlu = entries["ie.mmlu.general.u01"]
+    assert mmlu.instruction.answer_choices == "letters"  # type: ignore[attr-defined]
+    assert "{{ choices[3] }}" in mmlu.instruction.text  # type: ignore[attr-defined]
+    assert (mmlu.target_kind, mmlu.target) == ("family", "mmlu")  # type: ignore[attr-defined]
+    sqa = entries["ie.bbl.strategy_qa.u01"]
+    assert sqa.target == "bbl.strategyqa"  # type: ignore[attr-defined]
+    assert sqa.instruction.text == "Synthetic yes-or-no reasoning. Q: {{ input }}\nA:"  # type: ignore[attr-defined]
+    assert sqa.instruction.provenance.status == "unobserved"  # type: ignore[attr-defined]
+    why = reasons(result)
+    assert why["few-shot variant (examples are not part of a phrasing)"] == 1
+    assert why["uses ['{domain}'], which the config fills in code"] == 1
+    assert why["rewrites the document in code before formatting"] == 1
+    assert why["formatted by helper unobserved_template_classification, whose layout is not reproduced"] == 1
+    assert why["no literal input_template (the text is built in code)"] == 1
+    assert sum(n for r, n in why.items() if r.startswith(("observed FLAN", "outside configs"))) == 2
+
+
+def test_instructioneval_needs_a_checkout(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        import_instructioneval(tmp_path)
+
+
+# --------------------------------------------------------------------------- plain files
+
+
+ROWS = [
+    {"id": "mine.rte.01", "category": "nli-2way", "text": "Synthetic row: {{ premise }} // {{ hypothesis }} ok or not ok?",
+     "answer_choices": {"entailment": "ok", "not_entailment": "not ok"}, "status": "observed",
+     "collections": ["flan-2022"], "source": "my notes p. 1"},
+    {"id": "mine.mmlu.01", "family": "mmlu", "text": "Synthetic quiz on {{ subject }}: {{ question }}\n{{ choices | join(' / ') }}",
+     "answer_choices": "text", "status": "unobserved", "author": "a tester"},
+    {"id": "mine.rte.02", "category": "nli-2way", "text": "Synthetic row: {{ premise }} // {{ hypothesis }} ok or not ok??",
+     "answer_choices": {"entailment": "ok", "not_entailment": "not ok"}, "status": "unobserved", "author": "a tester"},
+    {"id": "mine.bad.fields", "task": "nli.rte", "text": "Synthetic {{ passage }}", "status": "unobserved", "author": "a tester"},
+    {"id": "mine.bad.verbaliser", "task": "nli.rte", "text": "Synthetic verbaliser {{ premise }}",
+     "answer_choices": {"yes": "y", "no": "n"}, "status": "unobserved", "author": "a tester"},
+    {"id": "mine.bad.observed", "task": "nli.rte", "text": "Synthetic observed {{ premise }}", "status": "observed", "source": "x"},
+    {"id": "Bad Id", "task": "nli.rte", "text": "Synthetic id {{ premise }}", "status": "unobserved", "author": "a tester"},
+    {"id": "mine.bad.target", "text": "Synthetic target {{ premise }}", "status": "unobserved", "author": "a tester"},
+    {"id": "mine.bad.column", "task": "nli.rte", "text": "Synthetic column", "status": "unobserved", "author": "t", "colour": "red"},
+    {"id": "mine.bad.task", "task": "nli.nope", "text": "Synthetic task {{ premise }}", "status": "unobserved", "author": "t"},
+]
+
+
+def _expected_file_result(result: object) -> None:
+    assert set(by_id(result)) == {"mine.rte.01", "mine.mmlu.01"}
+    why = reasons(result)
+    assert why["near-duplicate of an earlier phrasing (similarity >= 0.95)"] == 1
+    assert why["placeholder(s) ['passage'] are not fields of nli.rte"] == 1
+    assert any(r.startswith("verbaliser keys ['no', 'yes']") for r in why)
+    assert any(r.startswith("invalid provenance") and "collections" in r for r in why)
+    assert any(r.startswith("invalid id") for r in why)
+    assert why["give exactly one of task, family or category"] == 1
+    assert why["unknown column(s) ['colour']"] == 1
+    assert why["no task matches task 'nli.nope'"] == 1
+    assert result.counts().skipped == 8  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".yaml"])
+def test_plain_files_map_validate_and_skip(tmp_path: Path, registry: Registry, suffix: str) -> None:
+    import csv
+
+    import yaml
+
+    path = tmp_path / f"phrasings{suffix}"
+    if suffix == ".jsonl":
+        path.write_text("\n".join(json.dumps(r) for r in ROWS) + "\n", encoding="utf-8")
+    elif suffix == ".yaml":
+        path.write_text(yaml.safe_dump({"phrasings": ROWS}, sort_keys=False), encoding="utf-8")
+    else:
+        columns = ["id", "task", "family", "category", "text", "answer_choices", "status", "collections", "source", "author", "colour"]
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=columns)
+            writer.writeheader()
+            for row in ROWS:
+                cells = {k: (json.dumps(v) if isinstance(v, dict) else ",".join(v) if isinstance(v, list) else v) for k, v in row.items()}
+                writer.writerow(cells)
+    (result,) = run_importers([SourceSpec("file", path)], dict(registry.tasks))
+    _expected_file_result(result)
+    entry = by_id(result)["mine.rte.01"]
+    assert entry.instruction.provenance.collections == ["flan-2022"]  # type: ignore[attr-defined]
+
+
+def test_file_of_unknown_type_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "phrasings.txt"
+    path.write_text("x", encoding="utf-8")
+    with pytest.raises(ValueError, match="unknown phrasing file type"):
+        import_file(path)
+    with pytest.raises(ObservedSourceError, match=r"file=.*phrasings\.txt"):
+        run_importers([SourceSpec("file", path)], {})
+
+
+# --------------------------------------------------------------------------- integration
+
+
+def test_parse_sources() -> None:
+    specs = parse_sources("flan, promptsource,file=/x/a.jsonl,flan")
+    assert specs == [SourceSpec("flan", None), SourceSpec("promptsource", None), SourceSpec("file", Path("/x/a.jsonl"))]
+    with pytest.raises(ObservedSourceError, match="unknown observed source"):
+        parse_sources("flna")
+    with pytest.raises(ObservedSourceError, match="needs a path"):
+        parse_sources("instructioneval")
+
+
+def test_imported_phrasings_join_the_registry(tmp_path: Path) -> None:
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps(ROWS[0]) + "\n", encoding="utf-8")
+    registry, results = load_registry_with_observed(REPO, parse_sources(f"file={path}"))
+    entry = registry.instruction("mine.rte.01")
+    assert entry.instruction.provenance.status == "observed"
+    assert registry.applies(entry, registry.tasks["nli.hans"])
+    assert results[0].counts().imported == 1
+    assert check_phrasing(entry, registry.tasks) is None
+    assert all(e.id.count(".") >= 1 for e in results[0].phrasings)
+
+
+def test_ids_are_readable_and_valid(registry: Registry) -> None:
+    import re
+
+    (result,) = run_importers([SourceSpec("flan", None)], dict(registry.tasks))
+    assert all(re.match(ID_PATTERN, e.id) for e in result.phrasings)
+    assert "flan.rte.t03" in by_id(result)
+
+
+def run_cli(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def test_cli_import_list_validate_list_and_run(cache: Path, tmp_path: Path) -> None:
+    path = tmp_path / "p.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in ROWS[:3]) + "\n", encoding="utf-8")
+    code, out = run_cli("import", "list", f"file={path}", "--skipped")
+    assert code == 0, out
+    assert "imported 2 (1 observed, 1 unobserved)" in out and "near-duplicate" in out and "mine.rte.02" in out
+    code, out = run_cli("validate", "--docs", "2", "--observed", f"file={path}")
+    assert code == 0, out
+    code, out = run_cli("list", "instructions", "--task", "nli.rte", "--observed", f"file={path}", "--json")
+    assert code == 0, out
+    rows = json.loads(out[out.index("["):])
+    assert {"mine.rte.01"} <= {r["id"] for r in rows}
+    code, out = run_cli("run", "--model", "irh-fake", "--tasks", "nli.rte", "--limit", "2", "--instructions", "mine.*",
+                        "--seen", "flan-2022", "--reports-dir", str(tmp_path / "reports"), "--no-report", "--observed", f"file={path}")
+    assert code == 0, out
+    from harness.results import read_manifest
+
+    (run_dir,) = list((tmp_path / "reports").iterdir())
+    manifest = read_manifest(run_dir)
+    assert set(manifest.instructions) == {"mine.rte.01"}
+    assert manifest.instructions["mine.rte.01"].seen is True
+    code, out = run_cli("validate", "--observed", "nosuch")
+    assert code == 1 and "unknown observed source" in out
