@@ -10,10 +10,11 @@ hf backend recomputes the whole context for every option whose continuation is l
 one token, and shares nothing between documents. Here, per call:
 
 1. identical requests are answered once;
-2. contexts are clustered by their common token prefix, which is encoded once per cluster
-   and its KV cache reused;
-3. each distinct context suffix (one per document) is encoded once, in length-sorted
-   batches with bounded padding, on top of the prefix cache;
+2. contexts are grouped by common token prefixes, recursively (the chat template's head
+   shared by all, a phrasing's text shared by its documents, a subtask's context shared by
+   its documents, ...); each shared stretch is encoded once and its KV cache reused;
+3. each distinct context's remaining suffix (one per document) is encoded once, in
+   length-sorted batches with bounded padding, on top of its group's cache;
 4. all options of a document are then scored together on top of the document's cache;
 5. the output projection (vocabulary logits) is computed only at the positions whose
    log-probabilities are needed: the last context token and the continuation tokens.
@@ -34,8 +35,11 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 from tqdm import tqdm
 
-#: Contexts whose token prefixes agree on at least this many tokens share one prefix cache.
+#: Contexts whose token prefixes agree on at least this many more tokens share one prefix cache,
 MIN_SHARED_PREFIX = 8
+#: provided that sharing it saves at least this many token positions (each shared prefix is a
+#: small forward pass of its own, which costs a fixed overhead).
+MIN_SAVED_TOKENS = 64
 
 
 @dataclass
@@ -181,9 +185,7 @@ class FastScorer(HFLM):
         doc_list = list(docs.values())
         bar = tqdm(total=len(unique), desc="irh-fast loglikelihood", disable=disable_tqdm or self.rank != 0)
         with torch.inference_mode():
-            root_len, root_layers = self._encode_root([d.context for d in doc_list])
-            for shared, members in cluster_by_prefix([d.context for d in doc_list]):
-                self._score_cluster([doc_list[m] for m in members], max(shared, root_len), root_len, root_layers, unique, bar)
+            self._score_group(doc_list, 0, [], unique, bar)
         bar.close()
         results = []
         fallback_iter = iter(fallback) if too_long else iter(())
@@ -191,39 +193,50 @@ class FastScorer(HFLM):
             results.append(next(fallback_iter) if i in skip else unique[key])
         return results
 
-    def _encode_root(self, contexts: list[tuple[int, ...]]) -> tuple[int, list[tuple[torch.Tensor, torch.Tensor]]]:
-        """Encode the head every context shares (e.g. the chat template's system turn) once."""
-        if not contexts:
-            return 0, []
-        head = contexts[0]
-        length = min(len(c) for c in contexts) - 1
-        for ctx in contexts[1:]:
-            length = min(length, common_prefix_length(head, ctx))
-        if length < MIN_SHARED_PREFIX:
-            return 0, []
-        ids = torch.tensor([head[:length]], device=self.device)
-        cache = self._cache_from([])
-        self._run(ids, cache, torch.ones_like(ids), torch.arange(length, device=self.device)[None])
-        return length, self._layers_of(cache)
+    def _extend(
+        self, layers: list[tuple[torch.Tensor, torch.Tensor]], start: int, tokens: tuple[int, ...]
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The KV cache of ``tokens`` appended to a cached prefix of length ``start``."""
+        ids = torch.tensor([tokens], device=self.device)
+        cache = self._cache_from(layers)
+        end = start + len(tokens)
+        mask = torch.ones((1, end), dtype=torch.long, device=self.device)
+        self._run(ids, cache, mask, torch.arange(start, end, device=self.device)[None])
+        return self._layers_of(cache)
 
-    def _score_cluster(
+    def _score_group(
         self,
         docs: list[_Doc],
-        shared: int,
-        root_len: int,
-        root_layers: list[tuple[torch.Tensor, torch.Tensor]],
+        base_len: int,
+        base_layers: list[tuple[torch.Tensor, torch.Tensor]],
         out: dict[Any, tuple[float, bool]],
         bar: Any,
     ) -> None:
-        device = self.device
-        prefix_layers = root_layers
-        if shared > root_len:
-            # The cluster's own head (e.g. the phrasing text before the document), on top of the root.
-            ids = torch.tensor([docs[0].context[root_len:shared]], device=device)
-            cache = self._cache_from(root_layers)
-            mask = torch.ones((1, shared), dtype=torch.long, device=device)
-            self._run(ids, cache, mask, torch.arange(root_len, shared, device=device)[None])
-            prefix_layers = self._layers_of(cache)
+        """Score documents sharing ``base_len`` cached tokens, sharing deeper heads recursively.
+
+        Documents whose contexts agree on a further stretch (the chat template's head, then
+        a phrasing's text before the document, then e.g. a subtask's shared context) are
+        scored on top of that stretch, encoded once; the rest are scored on the base.
+        """
+        leaves: list[_Doc] = []
+        for shared, members in cluster_by_prefix([d.context for d in docs], base_len + MIN_SHARED_PREFIX):
+            group = [docs[m] for m in members]
+            if len(group) > 1 and (len(group) - 1) * (shared - base_len) >= MIN_SAVED_TOKENS:
+                layers = self._extend(base_layers, base_len, group[0].context[base_len:shared])
+                self._score_group(group, shared, layers, out, bar)
+            else:
+                leaves.extend(group)
+        if leaves:
+            self._score_leaves(leaves, base_len, base_layers, out, bar)
+
+    def _score_leaves(
+        self,
+        docs: list[_Doc],
+        shared: int,
+        prefix_layers: list[tuple[torch.Tensor, torch.Tensor]],
+        out: dict[Any, tuple[float, bool]],
+        bar: Any,
+    ) -> None:
         # Length-sorted batches of documents, bounded by tokens and by padding waste.
         order = sorted(docs, key=lambda d: len(d.context))
         batch: list[_Doc] = []
