@@ -3,7 +3,8 @@
 Each backend runs in its own subprocess (so its peak memory is its own), loads the model,
 then scores one list of requests built from the registry and the cached documents: every
 chosen phrasing on the same documents, rendered in the model's chat template, one request
-per answer option. The parent compares wall time, tokens/s, peak RSS, the tokens each
+per answer option, sent in the same calls as `irh run` makes (one per phrasing and chunk of
+documents). The parent compares wall time, tokens/s, peak RSS, the tokens each
 backend pushed through the transformer against the fewest possible (the prefix-trie size of
 the inputs), and the per-request loglikelihoods and per-document predictions.
 """
@@ -49,6 +50,25 @@ def build_requests(
     return pairs, keys
 
 
+def call_spans(keys: list[tuple[str, str, str, int]], chunk_size: int) -> list[tuple[int, int]]:
+    """Split the requests as `irh run` does: one lm-eval call per (task, phrasing) and chunk
+    of ``chunk_size`` documents, so the benchmark shares no more than a real run can."""
+    spans: list[tuple[int, int]] = []
+    start = 0
+    docs: list[str] = []
+    for i, (task, inst, doc, _) in enumerate(keys):
+        same_item = i > 0 and keys[i - 1][:2] == (task, inst)
+        if not same_item or (doc not in docs and len(docs) == chunk_size):
+            if i > start:
+                spans.append((start, i))
+            start, docs = i, []
+        if doc not in docs:
+            docs.append(doc)
+    if len(keys) > start:
+        spans.append((start, len(keys)))
+    return spans
+
+
 def hf_forward_tokens(encoded: list[tuple[tuple[int, ...], tuple[int, ...]]]) -> int:
     """Tokens lm-eval's hf backend runs: one sequence per request, except that requests whose
     inputs (context + continuation minus its last token) coincide are run once."""
@@ -73,7 +93,9 @@ def worker(backend: str, config_path: Path, out_path: Path) -> None:
     requests = [Instance(request_type="loglikelihood", doc={}, arguments=pair, idx=0) for pair in pairs]
     encoded = [(tuple(c), tuple(t)) for c, t in (lm._encode_pair(a, b) for a, b in pairs)]
     start = time.perf_counter()
-    results = lm.loglikelihood(requests, disable_tqdm=True)
+    results = []
+    for lo, hi in call_spans(keys, config.get("chunk_size", 32)):
+        results.extend(lm.loglikelihood(requests[lo:hi], disable_tqdm=True))
     wall = time.perf_counter() - start
     request_tokens = sum(len(c) + len(t) for c, t in encoded)
     forward = lm.work.forward_tokens if hasattr(lm, "work") else hf_forward_tokens(encoded)

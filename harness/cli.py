@@ -96,9 +96,8 @@ def validate(docs: int, observed: str | None) -> None:
         for task in registry.tasks.values():
             if is_cached(task.data_name, task.split):
                 documents[task.id] = load_documents(task.data_name, task.split)[:docs]
-    problems = list(registry.problems)
-    if not problems:
-        problems = check_renders(registry, documents)
+    # Render checks run on whatever loaded, so that every kind of problem is listed at once.
+    problems = list(registry.problems) + check_renders(registry, documents)
     if problems:
         for problem in problems:
             click.echo(str(problem), err=True)
@@ -186,7 +185,7 @@ def show(item_id: str, observed: str | None) -> None:
 @click.option("--task", "task_id", required=True, help="Task id, e.g. bbl.strategyqa.")
 @click.option("--instruction", "instruction_id", required=True, help="Phrasing id, e.g. bbl.strategyqa.w01.")
 @click.option("-n", "count", default=3, show_default=True, help="How many documents.")
-@click.option("--limit", type=int, default=None, help="Draw the documents from the run subsample of this size.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Draw the documents from the run subsample of this size.")
 @click.option("--seed", default=1234, show_default=True)
 @click.option("--placement", type=click.Choice(["user", "system", "none"]), default="user", show_default=True)
 @click.option("--model", "model_spec", default=None, help="Model whose chat template to show (default: the embedded model).")
@@ -322,9 +321,14 @@ def _progress_bar(desc: str) -> Any:
 )
 @click.option("--tasks", "task_sel", multiple=True, help="Task ids, globs (bbl.*) or families (mmlu, bbl, nli); comma-separated.")
 @click.option("--instructions", "inst_sel", multiple=True, help="Only these phrasing ids or globs.")
-@click.option("--max-instructions", type=int, default=None, help="A seeded random subset of this many phrasings per task.")
 @click.option(
-    "--limit", type=int, default=None, help="Documents per task: a seeded, stratified subsample, the same for every phrasing and model."
+    "--max-instructions", type=click.IntRange(min=1), default=None, help="A seeded random subset of this many phrasings per task."
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Documents per task: a seeded, stratified subsample, the same for every phrasing and model.",
 )
 @click.option("--seed", default=1234, show_default=True)
 @click.option(
@@ -340,8 +344,14 @@ def _progress_bar(desc: str) -> Any:
     default=None,
     help="Model dtype (default: bfloat16 where the CPU supports it).",
 )
-@click.option("--batch-size", default=16, show_default=True)
-@click.option("--chunk-size", default=32, show_default=True, help="Documents per lm-eval call; rows are flushed after each.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option(
+    "--chunk-size",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="Documents per lm-eval call; rows are flushed after each.",
+)
 @click.option("--seen", default=None, help="Collections the model saw in tuning (comma-separated); overrides harness/model_families.yaml.")
 @click.option("--reports-dir", type=click.Path(path_type=Path), default=Path("reports"), show_default=True)
 @click.option(
@@ -379,8 +389,15 @@ def run(
     from harness.results import RunError
     from harness.runner import execute, resume_run, start_run
 
-    registry = _registry(observed=observed)
     if resume_dir is not None:
+        from harness.results import read_manifest
+
+        try:
+            # The registry as the run saw it: with the observed phrasings it was started with.
+            previous = read_manifest(resume_dir)
+        except RunError as exc:
+            raise UserError(str(exc)) from None
+        registry = _registry(observed=",".join(previous.observed_sources) or observed)
         bar = _progress_bar(f"resuming {resume_dir.name}")
         try:
             manifest = resume_run(registry, resume_dir, progress=bar)
@@ -393,6 +410,7 @@ def run(
         _finish(resume_dir, manifest.status, no_report, write_report)
         return
 
+    registry = _registry(observed=observed)
     selectors = _split(task_sel) or ["bbl.strategyqa", "bbl.winowhy", "bbl.formal_fallacies_syllogisms_negation"]
     try:
         tasks = select_tasks(registry, selectors)
@@ -430,6 +448,7 @@ def run(
                 limit=limit,
                 chunk_size=chunk_size,
                 seen_collections=seen_cols,
+                observed_sources=_split((observed,)) if observed else [],
             )
         except (PlanError, ModelError, DataMissing) as exc:
             raise UserError(str(exc)) from None
@@ -638,7 +657,7 @@ def import_readme(check: bool, readme_path: Path | None) -> None:
     "--tasks", "task_sel", multiple=True, help="Multiple-choice tasks (default: three BIG-bench Lite tasks with multi-token options)."
 )
 @click.option("--phrasings", default=10, show_default=True, help="Phrasings per task (a seeded subset).")
-@click.option("--limit", default=20, show_default=True, help="Documents per task.")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="Documents per task.")
 @click.option("--dtype", type=click.Choice(["bfloat16", "float32"]), default=None, help="Default: bfloat16 where the CPU supports it.")
 @click.option("--batch-size", default=16, show_default=True, help="lm-eval hf batch size.")
 @click.option("--seed", default=1234, show_default=True)
@@ -664,6 +683,7 @@ def bench(
         "limit": limit,
         "seed": seed,
         "batch_size": batch_size,
+        "chunk_size": 32,
         "model_args": f"pretrained={model_dir},dtype={dtype or default_dtype()},device=cpu",
     }
     click.echo("running lm-eval hf, then irh-fast, each in its own process ...", err=True)

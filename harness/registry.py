@@ -390,8 +390,7 @@ def check_renders(registry: Registry, documents: Mapping[str, list[dict[str, Any
             for doc in docs:
                 try:
                     prompt = render_prompt(entry.instruction, task, doc)
-                    for placement in ("system",):
-                        render_prompt(entry.instruction, task, doc, placement)
+                    render_prompt(entry.instruction, task, doc, "system")
                 except (TemplateProblem, KeyError) as exc:
                     problems.append(Problem(entry.file, entry.id, f"does not render on {task.id} document {doc['id']}: {exc}"))
                     reported.add(entry.id)

@@ -16,7 +16,27 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from harness.schema import LETTERS, Instruction, TaskSpec
 
-_ENV = ImmutableSandboxedEnvironment(
+#: No rendered prompt is longer than this; a template that tries is refused.
+MAX_RENDERED_CHARS = 200_000
+
+
+class _BoundedSandbox(ImmutableSandboxedEnvironment):
+    """The sandbox, also refusing the arithmetic that builds huge strings or numbers
+    (``'x' * 10**9``): a template may not exhaust memory any more than run code."""
+
+    intercepted_binops = frozenset(["*", "**"])
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, int) and abs(right) > 64:
+            raise jinja2.exceptions.SecurityError("exponent too large in a template")
+        if operator == "*":
+            for seq, count in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and isinstance(count, int) and len(seq) * count > MAX_RENDERED_CHARS:
+                    raise jinja2.exceptions.SecurityError("repetition too large in a template")
+        return super().call_binop(context, operator, left, right)
+
+
+_ENV = _BoundedSandbox(
     undefined=jinja2.StrictUndefined,
     autoescape=False,
     keep_trailing_newline=False,
@@ -89,13 +109,18 @@ def template_context(task: TaskSpec, doc: dict[str, Any]) -> dict[str, Any]:
 def render_text(text: str, context: dict[str, Any]) -> str:
     """Render one template in the sandbox."""
     try:
-        return _compile(text).render(**context)
+        out = _compile(text).render(**context)
     except jinja2.UndefinedError as exc:
         raise TemplateProblem(f"unknown field: {exc.message}") from exc
     except jinja2.exceptions.SecurityError as exc:
         raise TemplateProblem(f"template not allowed: {exc}") from exc
     except jinja2.TemplateError as exc:
         raise TemplateProblem(f"template error: {exc}") from exc
+    except (TypeError, ValueError, ArithmeticError, IndexError) as exc:
+        raise TemplateProblem(f"template error: {type(exc).__name__}: {exc}") from exc
+    if len(out) > MAX_RENDERED_CHARS:
+        raise TemplateProblem(f"renders to {len(out)} characters, more than the {MAX_RENDERED_CHARS} allowed")
+    return out
 
 
 def answer_options(instruction: Instruction, labels: list[str]) -> list[str]:
@@ -123,18 +148,30 @@ def split_system_part(text: str, context: dict[str, Any]) -> tuple[str, str]:
     turn. A phrasing that opens with the document has no system part.
     """
     full = render_text(text, context)
-    sentinels = {name: f"\x00{i}\x00" if isinstance(value, str) else value for i, (name, value) in enumerate(context.items())}
-    marked = render_text(text, sentinels)
-    cut = marked.find("\x00")
-    if cut <= 0:
+    # Render again with every document value (list items too) replaced by a marker; the
+    # text before the first marker is what the phrasing says before showing the document.
+    sentinels: dict[str, Any] = {}
+    for i, (name, value) in enumerate(context.items()):
+        if isinstance(value, str):
+            sentinels[name] = f"\x00{i}\x00"
+        elif isinstance(value, list):
+            sentinels[name] = [f"\x00{i}.{j}\x00" for j in range(len(value))]
+        else:
+            sentinels[name] = value
+    try:
+        marked = render_text(text, sentinels)
+    except TemplateProblem:
         return "", full
-    head = marked[:cut]
-    # Keep whole lines in the system turn: cut at the last line break before the first field.
-    line_end = head.rfind("\n")
+    cut = marked.find("\x00")
+    line_end = marked.rfind("\n", 0, cut) if cut > 0 else -1
     if line_end < 0:
         return "", full
-    system = full[:line_end].strip()
-    return system, full[line_end + 1 :]
+    system = marked[:line_end]
+    # A template that branches on a field's value could render a different head with the
+    # markers; only split where both renderings agree.
+    if not full.startswith(system):
+        return "", full
+    return system.strip(), full[line_end + 1 :]
 
 
 def render_prompt(instruction: Instruction, task: TaskSpec, doc: dict[str, Any], placement: str = "user") -> RenderedPrompt:

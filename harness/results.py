@@ -66,7 +66,11 @@ class RunManifest(BaseModel):
     packages: dict[str, str | None] = Field(default_factory=dict)
     model: dict[str, Any]
     placement: Literal["user", "system", "none"]
+    #: The placement actually used: "none" when the model turned out to have no chat template.
+    placement_applied: Literal["user", "system", "none"] | None = None
     chat_template_applied: bool
+    #: Importers of observed phrasings the registry was loaded with (``--observed``).
+    observed_sources: list[str] = Field(default_factory=list)
     seed: int
     limit: int | None
     chunk_size: int
@@ -158,18 +162,19 @@ def read_manifest(run_dir: Path) -> RunManifest:
 
 
 def iter_samples(run_dir: Path) -> Iterator[SampleRow]:
-    """Rows of samples.jsonl; a torn last line (crash mid-write) is skipped."""
+    """Rows of samples.jsonl; a torn last line (crash mid-write) is skipped.
+
+    The file is split as bytes: a kill can cut a multi-byte character in half, which only
+    the unterminated last line may contain.
+    """
     path = run_dir / SAMPLES
     if not path.exists():
         return
-    with open(path, encoding="utf-8") as fh:
-        lines = fh.readlines()
-    for i, line in enumerate(lines):
-        if not line.endswith("\n"):
-            if i == len(lines) - 1:
-                return  # torn final line: the row in flight when the run died
+    lines = path.read_bytes().split(b"\n")
+    # Everything after the last newline is the row in flight when the run died (or b"").
+    for i, line in enumerate(lines[:-1]):
         try:
-            yield SampleRow.model_validate_json(line)
+            yield SampleRow.model_validate_json(line.decode("utf-8"))
         except ValueError as exc:
             raise RunError(f"{path} line {i + 1} is corrupt: {exc}") from exc
 
@@ -187,9 +192,21 @@ def repair_samples(run_dir: Path) -> None:
 
 
 class SampleWriter:
-    """Appends rows to samples.jsonl, flushing each batch to disk before returning."""
+    """Appends rows to samples.jsonl, flushing each batch to disk before returning.
+
+    Holds an exclusive lock on the run folder while open, so that two processes (a run and
+    a `--resume` of it, or two resumes) can never append to the same file.
+    """
 
     def __init__(self, run_dir: Path):
+        import fcntl
+
+        self._lock = open(run_dir / ".lock", "w")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise RunError(f"{run_dir} is being written by another irh process; wait for it to end") from None
         repair_samples(run_dir)
         self._fh = open(run_dir / SAMPLES, "a", encoding="utf-8")
 
@@ -201,6 +218,7 @@ class SampleWriter:
 
     def close(self) -> None:
         self._fh.close()
+        self._lock.close()
 
     def __enter__(self) -> SampleWriter:
         return self

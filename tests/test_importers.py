@@ -105,7 +105,9 @@ def _write(path: Path, text: str) -> Path:
 
 
 def _flan_tasks_dir(root: Path) -> Path:
-    _write(root / "benchmarks/flan/flan_held_in.yaml", r'''
+    _write(
+        root / "benchmarks/flan/flan_held_in.yaml",
+        r"""
         group: flan_held_in
         task:
           - group: anli_r1_flan
@@ -138,17 +140,24 @@ def _flan_tasks_dir(root: Path) -> Path:
               - task: boolq_prompt-0
                 doc_to_text: "Synthetic B: {{passage}}"
                 doc_to_target: "{{['no', 'yes'][label]}}"
-        ''')
-    _write(root / "mmlu/flan_n_shot/loglikelihood/_mmlu_flan_loglikelihood_template_yaml", r'''
+        """,
+    )
+    _write(
+        root / "mmlu/flan_n_shot/loglikelihood/_mmlu_flan_loglikelihood_template_yaml",
+        r"""
         output_type: multiple_choice
         doc_to_text: "Synthetic Q: {{question.strip()}} | {{choices[0]}} | {{choices[1]}} | {{choices[2]}} | {{choices[3]}}"
         doc_to_choice: ["(A)", "(B)", "(C)", "(D)"]
         doc_to_target: answer
-        ''')
-    _write(root / "mmlu/flan_cot_zeroshot/_mmlu_flan_cot_zeroshot_template_yaml", r'''
+        """,
+    )
+    _write(
+        root / "mmlu/flan_cot_zeroshot/_mmlu_flan_cot_zeroshot_template_yaml",
+        r"""
         output_type: generate_until
         doc_to_text: "Synthetic CoT: {{question}}"
-        ''')
+        """,
+    )
     return root
 
 
@@ -212,23 +221,37 @@ def _sdist(path: Path, files: dict[str, str]) -> Path:
 
 def test_promptsource_synthetic_sdist(tmp_path: Path, registry: Registry) -> None:
     marker = tmp_path / "constructed"
-    cb = "dataset: super_glue\nsubset: cb\ntemplates:" + "".join([
-        _template("t1", "synthetic can",
-                  "Synth: {{premise}} then {{hypothesis}}? ||| {% if label != -1 %}{{ answer_choices[label] }}{% endif %}",
-                  "Yep ||| Nope ||| Perhaps"),
-        _template("t2", "not original", "Synth other: {{premise}} ||| {{answer_choices[label]}}", "Yep ||| Nope ||| Perhaps",
-                  original="false"),
-        _template("t3", "odd target", "Synth odd: {{premise}} {{hypothesis}} ||| {{label}}", "Yep ||| Nope ||| Perhaps"),
-        _template("t4", "unknown field", "Synth idx: {{premise}} {{idx}} ||| {{answer_choices[label]}}", "Yep ||| Nope ||| Perhaps"),
-        _template("t5", "evil", "Synth evil: {{premise}} {{hypothesis}} ||| {{answer_choices[label]}}", "Yep ||| Nope ||| Perhaps",
-                  extra=f'\n    payload: !!python/object/apply:builtins.open ["{marker}", "w"]'),
-    ])
+    cb = "dataset: super_glue\nsubset: cb\ntemplates:" + "".join(
+        [
+            _template(
+                "t1",
+                "synthetic can",
+                "Synth: {{premise}} then {{hypothesis}}? ||| {% if label != -1 %}{{ answer_choices[label] }}{% endif %}",
+                "Yep ||| Nope ||| Perhaps",
+            ),
+            _template(
+                "t2", "not original", "Synth other: {{premise}} ||| {{answer_choices[label]}}", "Yep ||| Nope ||| Perhaps", original="false"
+            ),
+            _template("t3", "odd target", "Synth odd: {{premise}} {{hypothesis}} ||| {{label}}", "Yep ||| Nope ||| Perhaps"),
+            _template("t4", "unknown field", "Synth idx: {{premise}} {{idx}} ||| {{answer_choices[label]}}", "Yep ||| Nope ||| Perhaps"),
+            _template(
+                "t5",
+                "evil",
+                "Synth evil: {{premise}} {{hypothesis}} ||| {{answer_choices[label]}}",
+                "Yep ||| Nope ||| Perhaps",
+                extra=f'\n    payload: !!python/object/apply:builtins.open ["{marker}", "w"]',
+            ),
+        ]
+    )
     anli = "dataset: anli\ntemplates:" + _template(
-        "a1", "same text", "Synth: {{premise}} then {{hypothesis}}? ||| {{answer_choices[label]}}", "Yep ||| Perhaps ||| Nope")
+        "a1", "same text", "Synth: {{premise}} then {{hypothesis}}? ||| {{answer_choices[label]}}", "Yep ||| Perhaps ||| Nope"
+    )
     glue_rte = "dataset: glue\nsubset: rte\ntemplates:" + _template(
-        "r1", "inline choices",
+        "r1",
+        "inline choices",
         "Synth pair: {{sentence1}} | {{sentence2}} -- {{answer_choices[0]}} or {{answer_choices[1]}}?\n||| {{answer_choices[label]}}",
-        "Yes indeed ||| Not at all")
+        "Yes indeed ||| Not at all",
+    )
     imdb = "dataset: imdb\ntemplates:" + _template("i1", "review", "Synth review {{text}} ||| {{answer_choices[label]}}", "bad ||| good")
     archive = _sdist(tmp_path / "promptsource-0.2.3.tar.gz", {"super_glue/cb": cb, "anli": anli, "glue/rte": glue_rte, "imdb": imdb})
 
@@ -265,7 +288,7 @@ def test_promptsource_synthetic_sdist(tmp_path: Path, registry: Registry) -> Non
 
 def test_promptbench_synthetic_wheel_is_parsed_not_run(tmp_path: Path, registry: Registry) -> None:
     marker = tmp_path / "executed"
-    source = textwrap.dedent(f'''
+    source = textwrap.dedent(f"""
         open({str(marker)!r}, "w").write("ran")
         TASK_ORIENTED_PROMPTS = {{
             'rte': [
@@ -276,7 +299,7 @@ def test_promptbench_synthetic_wheel_is_parsed_not_run(tmp_path: Path, registry:
             'sst2': ["Synthetic mood: {{content}}"],
             'mnli': ["Synthetic three-way {{content}} in {{}}"],
         }}
-    ''')
+    """)
     wheel = tmp_path / "promptbench-0.0.4-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as archive:
         archive.writestr("promptbench/prompts/task_oriented.py", source)
@@ -303,7 +326,9 @@ def test_promptbench_synthetic_wheel_is_parsed_not_run(tmp_path: Path, registry:
 
 
 def _instructioneval_checkout(root: Path, marker: Path) -> Path:
-    _write(root / "configs/MMLU/general.py", f'''
+    _write(
+        root / "configs/MMLU/general.py",
+        f"""
         from configs.preprocessor import Preprocessor
         open({str(marker)!r}, "w").write("ran")
 
@@ -320,8 +345,11 @@ def _instructioneval_checkout(root: Path, marker: Path) -> Path:
             def unobserved2(self, item):
                 input_template = "Synthetic field {{domain}}: {{question}} {{choiceA}} {{choiceB}} {{choiceC}} {{choiceD}}"
                 return self.unobserved_template(item, input_template)
-        ''')
-    _write(root / "configs/BBH/binary_classification/strategy_qa.py", '''
+        """,
+    )
+    _write(
+        root / "configs/BBH/binary_classification/strategy_qa.py",
+        """
         class StrategyQAPreprocessor(Preprocessor):
             def unobserved1(self, item):
                 input_template = "Synthetic yes-or-no reasoning. " + "Q: {question}\\nA:"
@@ -338,7 +366,8 @@ def _instructioneval_checkout(root: Path, marker: Path) -> Path:
 
             def unobserved4(self, item):
                 return {"input_text": "Synthetic built in code " + item["question"]}
-        ''')
+        """,
+    )
     _write(root / "configs/processors/Flan_templates.py", "TEMPLATES = ['Synthetic observed {x}']\n")
     _write(root / "configs/Adv/strategy_qa.py", "class X:\n    pass\n")
     _write(root / ".git/HEAD", "ref: refs/heads/main\n")
@@ -382,16 +411,40 @@ def test_instructioneval_needs_a_checkout(tmp_path: Path) -> None:
 
 
 ROWS = [
-    {"id": "mine.rte.01", "category": "nli-2way", "text": "Synthetic row: {{ premise }} // {{ hypothesis }} ok or not ok?",
-     "answer_choices": {"entailment": "ok", "not_entailment": "not ok"}, "status": "observed",
-     "collections": ["flan-2022"], "source": "my notes p. 1"},
-    {"id": "mine.mmlu.01", "family": "mmlu", "text": "Synthetic quiz on {{ subject }}: {{ question }}\n{{ choices | join(' / ') }}",
-     "answer_choices": "text", "status": "unobserved", "author": "a tester"},
-    {"id": "mine.rte.02", "category": "nli-2way", "text": "Synthetic row: {{ premise }} // {{ hypothesis }} ok or not ok??",
-     "answer_choices": {"entailment": "ok", "not_entailment": "not ok"}, "status": "unobserved", "author": "a tester"},
+    {
+        "id": "mine.rte.01",
+        "category": "nli-2way",
+        "text": "Synthetic row: {{ premise }} // {{ hypothesis }} ok or not ok?",
+        "answer_choices": {"entailment": "ok", "not_entailment": "not ok"},
+        "status": "observed",
+        "collections": ["flan-2022"],
+        "source": "my notes p. 1",
+    },
+    {
+        "id": "mine.mmlu.01",
+        "family": "mmlu",
+        "text": "Synthetic quiz on {{ subject }}: {{ question }}\n{{ choices | join(' / ') }}",
+        "answer_choices": "text",
+        "status": "unobserved",
+        "author": "a tester",
+    },
+    {
+        "id": "mine.rte.02",
+        "category": "nli-2way",
+        "text": "Synthetic row: {{ premise }} // {{ hypothesis }} ok or not ok??",
+        "answer_choices": {"entailment": "ok", "not_entailment": "not ok"},
+        "status": "unobserved",
+        "author": "a tester",
+    },
     {"id": "mine.bad.fields", "task": "nli.rte", "text": "Synthetic {{ passage }}", "status": "unobserved", "author": "a tester"},
-    {"id": "mine.bad.verbaliser", "task": "nli.rte", "text": "Synthetic verbaliser {{ premise }}",
-     "answer_choices": {"yes": "y", "no": "n"}, "status": "unobserved", "author": "a tester"},
+    {
+        "id": "mine.bad.verbaliser",
+        "task": "nli.rte",
+        "text": "Synthetic verbaliser {{ premise }}",
+        "answer_choices": {"yes": "y", "no": "n"},
+        "status": "unobserved",
+        "author": "a tester",
+    },
     {"id": "mine.bad.observed", "task": "nli.rte", "text": "Synthetic observed {{ premise }}", "status": "observed", "source": "x"},
     {"id": "Bad Id", "task": "nli.rte", "text": "Synthetic id {{ premise }}", "status": "unobserved", "author": "a tester"},
     {"id": "mine.bad.target", "text": "Synthetic target {{ premise }}", "status": "unobserved", "author": "a tester"},
@@ -495,10 +548,26 @@ def test_cli_import_list_validate_list_and_run(cache: Path, tmp_path: Path) -> N
     assert code == 0, out
     code, out = run_cli("list", "instructions", "--task", "nli.rte", "--observed", f"file={path}", "--json")
     assert code == 0, out
-    rows = json.loads(out[out.index("["):])
+    rows = json.loads(out[out.index("[") :])
     assert {"mine.rte.01"} <= {r["id"] for r in rows}
-    code, out = run_cli("run", "--model", "irh-fake", "--tasks", "nli.rte", "--limit", "2", "--instructions", "mine.*",
-                        "--seen", "flan-2022", "--reports-dir", str(tmp_path / "reports"), "--no-report", "--observed", f"file={path}")
+    code, out = run_cli(
+        "run",
+        "--model",
+        "irh-fake",
+        "--tasks",
+        "nli.rte",
+        "--limit",
+        "2",
+        "--instructions",
+        "mine.*",
+        "--seen",
+        "flan-2022",
+        "--reports-dir",
+        str(tmp_path / "reports"),
+        "--no-report",
+        "--observed",
+        f"file={path}",
+    )
     assert code == 0, out
     from harness.results import read_manifest
 

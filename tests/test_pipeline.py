@@ -68,3 +68,12 @@ def test_bad_model_spec_is_refused_before_anything_is_written(cache: Path, tmp_p
     code, out = run_cli("run", "--model", spec, "--tasks", "bbl.strategyqa", "--limit", "2", "--reports-dir", str(tmp_path / "reports"))
     assert code == 1
     assert "Error:" in out
+    assert not (tmp_path / "reports").exists()
+
+
+@pytest.mark.parametrize("option", ["--limit", "--chunk-size", "--max-instructions", "--batch-size"])
+def test_non_positive_sizes_are_refused(cache: Path, tmp_path: Path, option: str) -> None:
+    result = CliRunner().invoke(main, ["run", "--model", "irh-fake", option, "0", "--reports-dir", str(tmp_path / "reports")])
+    assert result.exit_code == 2
+    assert "0 is not in the range x>=1" in result.output
+    assert not (tmp_path / "reports").exists()

@@ -71,3 +71,24 @@ def test_unknown_field_is_an_error_not_an_empty_string() -> None:
 def test_syntax_error_names_the_line() -> None:
     with pytest.raises(TemplateProblem, match="line 2"):
         template_fields("ok\n{% for %}")
+
+
+def test_system_split_stops_before_listed_options() -> None:
+    text = "Answer the question.\nThe options are: {{ choices | join('; ') }}\n{{ question }}"
+    system, user = split_system_part(text, {"question": "Which?", "choices": ["femur", "tibia"], "subject": "x"})
+    assert system == "Answer the question."
+    assert user.startswith("The options are: femur; tibia")
+
+
+def test_system_split_refuses_where_the_head_depends_on_a_value() -> None:
+    text = "{% if question|length > 3 %}Long one.{% else %}Short.{% endif %}\nSolve it.\n{{ question }}"
+    assert split_system_part(text, {"question": "Which?"}) == ("", "Long one.\nSolve it.\nWhich?")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["{{ 'x' * 10**9 }}", "{{ 'ab' * 1000000 }}", "{{ 2 ** 100000 }}", "{% for c in choices %}{{ c }}{% endfor %}{{ 'y' * 300000 }}"],
+)
+def test_sandbox_refuses_memory_bombs(text: str) -> None:
+    with pytest.raises(TemplateProblem, match=r"too large|more than"):
+        render_text(text, {"choices": ["a"]})

@@ -102,3 +102,33 @@ def test_resume_of_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["run", "--resume", str(tmp_path)])
     assert result.exit_code == 1
     assert "is not a run folder" in result.output
+
+
+def test_torn_multibyte_character_is_cut_too(tmp_path: Path) -> None:
+    from harness.results import SampleRow
+
+    row = SampleRow(
+        task="t",
+        instruction_id="i",
+        instruction_sha256="0",
+        status="unobserved",
+        seen=False,
+        doc_id="d",
+        prompt="Какой ответ? 🐻",
+        score=1.0,
+        correct=True,
+    )
+    data = (row.model_dump_json() + "\n").encode("utf-8")
+    torn = data + data[: data.index("🐻".encode()) + 2]  # cut inside the 4-byte emoji
+    (tmp_path / SAMPLES).write_bytes(torn)
+    assert [r.prompt for r in iter_samples(tmp_path)] == ["Какой ответ? 🐻"]
+
+
+def test_a_second_writer_is_refused(tmp_path: Path) -> None:
+    from harness.results import RunError, SampleWriter
+
+    with SampleWriter(tmp_path):
+        with pytest.raises(RunError, match="being written by another irh process"):
+            SampleWriter(tmp_path)
+    with SampleWriter(tmp_path):  # free again once the first is closed
+        pass

@@ -125,7 +125,9 @@ class FastScorer(HFLM):
     def _project(self, hidden: torch.Tensor) -> torch.Tensor:
         """Vocabulary log-probabilities (float32) for the given hidden states only."""
         self.work.projected_positions += hidden.shape[0]
-        logits = self.model.get_output_embeddings()(hidden)[..., : self.vocab_size]
+        # All of the model's outputs, as the hf backend's log-softmax sees them (added tokens
+        # such as chat markers included).
+        logits = self.model.get_output_embeddings()(hidden)
         return F.log_softmax(logits.float(), dim=-1)
 
     def _run(self, input_ids: torch.Tensor, cache: Any, attention_mask: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
@@ -166,9 +168,27 @@ class FastScorer(HFLM):
             out.append((tuple(ctx), tuple(cont)))
         return out
 
+    def _shares_safely(self) -> bool:
+        """Whether this model's logits are plain ``lm_head(decoder(x))`` over a full-length cache.
+
+        Logit soft-capping or scaling (Gemma 2, Cohere, Granite) happens outside the decoder,
+        and sliding-window caches drop old keys; such models keep lm-eval's own path.
+        """
+        config = self.model.config
+        text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+        plain = not any(
+            getattr(text_config, name, None) not in (None, 1.0, False)
+            for name in ("final_logit_softcapping", "logit_scale", "logits_scaling", "sliding_window")
+        )
+        return self.backend == "causal" and plain
+
     def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        if not self._shares_safely():
+            return list(super().loglikelihood(requests, disable_tqdm=disable_tqdm))
         encoded = self._encode_requests(requests)
-        too_long = [i for i, (c, t) in enumerate(encoded) if len(c) + len(t) > self.max_length]
+        # Left truncation changes the context per request, and an empty continuation has
+        # nothing to score: both go to lm-eval's own path.
+        too_long = [i for i, (c, t) in enumerate(encoded) if len(c) + len(t) > self.max_length or not t]
         if too_long:
             # Left truncation changes the context per request; leave those to lm-eval's own path.
             fallback = super().loglikelihood([requests[i] for i in too_long], disable_tqdm=True)

@@ -52,12 +52,12 @@ class HubSpec(NamedTuple):
     split: str
     #: How a hub row's integer or string label maps to our label names ("" drops the row).
     labels: dict[Any, str] | None = None
+    #: The hub's column names for premise, hypothesis and label.
+    columns: tuple[str, str, str] = ("premise", "hypothesis", "label")
 
 
 _NLI3_INT = {0: "entailment", 1: "neutral", 2: "contradiction", -1: ""}
 HUB_NLI: dict[str, HubSpec] = {
-    "nli.rte": HubSpec("nyu-mll/glue", "rte", "validation", {0: "entailment", 1: "not_entailment"}),
-    "nli.cb": HubSpec("aps/super_glue", "cb", "validation", {0: "entailment", 1: "contradiction", 2: "neutral"}),
     "nli.snli": HubSpec("stanfordnlp/snli", None, "test", _NLI3_INT),
     "nli.mnli_matched": HubSpec("nyu-mll/multi_nli", None, "validation_matched", _NLI3_INT),
     "nli.mnli_mismatched": HubSpec("nyu-mll/multi_nli", None, "validation_mismatched", _NLI3_INT),
@@ -65,11 +65,21 @@ HUB_NLI: dict[str, HubSpec] = {
     "nli.anli_r2": HubSpec("facebook/anli", None, "test_r2", _NLI3_INT),
     "nli.anli_r3": HubSpec("facebook/anli", None, "test_r3", _NLI3_INT),
     "nli.wanli": HubSpec(
-        "alisawuffles/WANLI", None, "test", {"entailment": "entailment", "neutral": "neutral", "contradiction": "contradiction"}
+        "alisawuffles/WANLI",
+        None,
+        "test",
+        {"entailment": "entailment", "neutral": "neutral", "contradiction": "contradiction"},
+        ("premise", "hypothesis", "gold"),
     ),
     "nli.fever_nli": HubSpec("pietrolesci/nli_fever", None, "dev", _NLI3_INT),
     "nli.hans": HubSpec("jhu-cogsci/hans", None, "validation", {0: "entailment", 1: "not_entailment"}),
-    "nli.scitail": HubSpec("allenai/scitail", "snli_format", "test", {"entailment": "entailment", "neutral": "not_entailment"}),
+    "nli.scitail": HubSpec(
+        "allenai/scitail",
+        "snli_format",
+        "test",
+        {"entailment": "entailment", "neutral": "not_entailment"},
+        ("sentence1", "sentence2", "gold_label"),
+    ),
 }
 
 
@@ -152,12 +162,20 @@ def _hub_documents(task_id: str, spec: HubSpec, labels: list[str]) -> list[dict[
 
     from harness.data.nli import nli_document
 
-    rows = load_dataset(spec.path, spec.config, split=spec.split)
-    docs = []
-    for i, row in enumerate(rows):
-        label = (spec.labels or {}).get(row["label"], "")
-        if label:
-            docs.append(nli_document(f"{spec.split}/{i}", row["premise"], row["hypothesis"], label, labels))
+    premise, hypothesis, label_column = spec.columns
+    try:
+        rows = load_dataset(spec.path, spec.config, split=spec.split)
+        docs = []
+        for i, row in enumerate(rows):
+            label = (spec.labels or {}).get(row[label_column], "")
+            if label:
+                docs.append(nli_document(f"{spec.split}/{i}", row[premise], row[hypothesis], label, labels))
+    except (OSError, KeyError, ValueError) as exc:
+        # Hub layouts change; say which set and what to check rather than a traceback.
+        raise DataMissing(
+            f"could not load {task_id} from hub:{spec.path} ({type(exc).__name__}: {exc}); check the network, "
+            f"and the column names and labels in HUB_NLI (harness/data/catalog.py)"
+        ) from exc
     return docs
 
 

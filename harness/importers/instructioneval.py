@@ -165,8 +165,7 @@ def import_instructioneval(root: Path) -> ImportResult:
     return result
 
 
-def _phrasing(func: ast.FunctionDef, kind: str, name: str, stem: str, number: int, item: str,
-              label: str) -> RegisteredInstruction | str:
+def _phrasing(func: ast.FunctionDef, kind: str, name: str, stem: str, number: int, item: str, label: str) -> RegisteredInstruction | str:
     template, helper = _template_and_helper(func)
     if template is None:
         return "no literal input_template (the text is built in code)"

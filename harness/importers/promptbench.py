@@ -40,15 +40,28 @@ class DatasetMapping:
 
 DATASETS: dict[str, DatasetMapping] = {
     # PromptBench's GLUE loader joins the pair on one line with these labels.
-    "rte": DatasetMapping("category", "nli-2way", {"content": "Sentence 1: {{ premise }} Sentence 2: {{ hypothesis }}"},
-                          {"entailment": "entailment", "not_entailment": "not_entailment"}),
-    "mnli": DatasetMapping("category", "nli-3way", {"content": "Premise: {{ premise }} Hypothesis: {{ hypothesis }}"},
-                           {"entailment": "entailment", "neutral": "neutral", "contradiction": "contradiction"}),
+    "rte": DatasetMapping(
+        "category",
+        "nli-2way",
+        {"content": "Sentence 1: {{ premise }} Sentence 2: {{ hypothesis }}"},
+        {"entailment": "entailment", "not_entailment": "not_entailment"},
+    ),
+    "mnli": DatasetMapping(
+        "category",
+        "nli-3way",
+        {"content": "Premise: {{ premise }} Hypothesis: {{ hypothesis }}"},
+        {"entailment": "entailment", "neutral": "neutral", "contradiction": "contradiction"},
+    ),
     # PromptBench 0.0.4 leaves the MMLU layout to the caller: the question, then lettered options.
-    "mmlu": DatasetMapping("family", "mmlu", {
-        "content": "{{ question }}\nA. {{ choices[0] }}\nB. {{ choices[1] }}\nC. {{ choices[2] }}\nD. {{ choices[3] }}",
-        "task": "{{ subject }}",
-    }, "letters"),
+    "mmlu": DatasetMapping(
+        "family",
+        "mmlu",
+        {
+            "content": "{{ question }}\nA. {{ choices[0] }}\nB. {{ choices[1] }}\nC. {{ choices[2] }}\nD. {{ choices[3] }}",
+            "task": "{{ subject }}",
+        },
+        "letters",
+    ),
 }
 
 

@@ -78,8 +78,9 @@ def _jinja_list(words: list[str]) -> str:
     return "[" + ", ".join(repr(w) for w in words) + "]"
 
 
-def _import_template(template: dict[str, Any], dataset: str, mapping: DatasetMapping, version: str,
-                     used_ids: set[str]) -> RegisteredInstruction | str:
+def _import_template(
+    template: dict[str, Any], dataset: str, mapping: DatasetMapping, version: str, used_ids: set[str]
+) -> RegisteredInstruction | str:
     """One template as a registry entry, or the reason it cannot be imported."""
     name = str(template.get("name", template.get("id", "?")))
     if find_unsupported(template):
@@ -119,8 +120,9 @@ def _import_template(template: dict[str, Any], dataset: str, mapping: DatasetMap
         id=inst_id,
         text=text,
         answer_choices=dict(zip(mapping.labels, words, strict=True)),
-        provenance=Provenance(status="observed", author=AUTHOR, collections=["p3-promptsource"],
-                              source=f"promptsource {version}:{rel}#{name}"),
+        provenance=Provenance(
+            status="observed", author=AUTHOR, collections=["p3-promptsource"], source=f"promptsource {version}:{rel}#{name}"
+        ),
         notes=f"promptsource reference: {reference}" if reference else None,
     )
     return RegisteredInstruction(instruction, f"promptsource {version}:{rel}", mapping.target_kind, mapping.target)
