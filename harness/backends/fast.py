@@ -92,6 +92,17 @@ def cluster_by_prefix(contexts: list[tuple[int, ...]], min_shared: int = MIN_SHA
     return [(min(shared, min(len(contexts[m]) for m in members) - 1), members) for shared, members in clusters]
 
 
+def _length_groups(rows: list[tuple[int, tuple[int, ...]]], max_padding: float) -> list[list[tuple[int, tuple[int, ...]]]]:
+    """Continuation rows in groups of similar length, so that padding stays bounded."""
+    groups: list[list[tuple[int, tuple[int, ...]]]] = []
+    for row in sorted(rows, key=lambda r: len(r[1])):
+        if groups and (len(row[1]) - len(groups[-1][0][1])) / len(row[1]) <= max_padding:
+            groups[-1].append(row)
+        else:
+            groups.append([row])
+    return groups
+
+
 def count_distinct_tokens(sequences: list[tuple[int, ...]]) -> int:
     """Nodes of the prefix trie of ``sequences``: the fewest token positions any causal
     scorer must run through the model to score them all (the benchmark's lower bound)."""
@@ -111,9 +122,12 @@ def count_distinct_tokens(sequences: list[tuple[int, ...]]) -> int:
 class FastScorer(HFLM):
     """lm-eval's HFLM with prefix-sharing loglikelihoods (see the module docstring)."""
 
-    def __init__(self, *args: Any, max_batch_tokens: int = 4096, max_padding: float = 0.25, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, max_batch_tokens: int = 2048, max_cache_tokens: int = 16384, max_padding: float = 0.25, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.max_batch_tokens = int(max_batch_tokens)
+        self.max_cache_tokens = int(max_cache_tokens)
         self.max_padding = float(max_padding)
         self.work = WorkCounter()
 
@@ -257,22 +271,58 @@ class FastScorer(HFLM):
         out: dict[Any, tuple[float, bool]],
         bar: Any,
     ) -> None:
-        # Length-sorted batches of documents, bounded by tokens and by padding waste.
+        # Length-sorted batches of documents, bounded by the padded suffix tokens of one
+        # forward pass (large enough for efficient matrix products), by the KV cache the
+        # continuation rows copy, and by padding waste.
         order = sorted(docs, key=lambda d: len(d.context))
         batch: list[_Doc] = []
+        cache_tokens = 0
         for doc in order:
-            rows = len(batch) + 1 + sum(len(d.continuations) for d in batch) + len(doc.continuations)
-            longest = max(len(d.context) for d in [*batch, doc]) + max(len(c) for d in [*batch, doc] for c in d.continuations)
+            suffix_tokens = (len(batch) + 1) * (len(doc.context) - shared)
+            doc_cache = len(doc.context) * sum(1 for c in doc.continuations if len(c) > 1)
             shortest = min(len(d.context) for d in [*batch, doc]) - shared
             waste = (len(doc.context) - shared - shortest) / max(1, len(doc.context) - shared)
-            if batch and (rows * longest > self.max_batch_tokens or waste > self.max_padding):
+            too_big = suffix_tokens > self.max_batch_tokens or cache_tokens + doc_cache > self.max_cache_tokens
+            if batch and (too_big or waste > self.max_padding):
                 self._score_batch(batch, shared, prefix_layers, out)
                 bar.update(sum(len(d.continuations) for d in batch))
-                batch = []
+                batch, cache_tokens = [], 0
             batch.append(doc)
+            cache_tokens += doc_cache
         if batch:
             self._score_batch(batch, shared, prefix_layers, out)
             bar.update(sum(len(d.continuations) for d in batch))
+
+    def _score_continuations(
+        self,
+        multi: list[tuple[int, tuple[int, ...]]],
+        layers: list[tuple[torch.Tensor, torch.Tensor]],
+        shared: int,
+        suffix_lens: list[int],
+        prefix_mask: torch.Tensor,
+        suffix_mask: torch.Tensor,
+        pad: int,
+        rest_logprobs: dict[tuple[int, tuple[int, ...]], torch.Tensor],
+    ) -> None:
+        """Log-probabilities of continuation tokens 2..n, each row on its document's cache."""
+        device = self.device
+        index = torch.tensor([d_i for d_i, _ in multi], device=device)
+        cont_width = max(len(c) for _, c in multi) - 1
+        cont_ids = torch.full((len(multi), cont_width), pad, dtype=torch.long, device=device)
+        cont_mask = torch.zeros((len(multi), cont_width), dtype=torch.long, device=device)
+        for r, (_, cont) in enumerate(multi):
+            cont_ids[r, : len(cont) - 1] = torch.tensor(cont[:-1], device=device)
+            cont_mask[r, : len(cont) - 1] = 1
+        cont_cache = self._cache_from([(k.index_select(0, index), v.index_select(0, index)) for k, v in layers])
+        mask = torch.cat([prefix_mask[index], suffix_mask[index], cont_mask], dim=1)
+        start = shared + torch.tensor([suffix_lens[d_i] for d_i, _ in multi], device=device)
+        cont_positions = start[:, None] + torch.arange(cont_width, device=device)[None]
+        cont_hidden = self._run(cont_ids, cont_cache, mask, cont_positions)
+        flat_logprobs = self._project(cont_hidden[cont_mask.bool()])
+        offset = 0
+        for d_i, cont in multi:
+            rest_logprobs[(d_i, cont)] = flat_logprobs[offset : offset + len(cont) - 1]
+            offset += len(cont) - 1
 
     def _score_batch(
         self,
@@ -304,24 +354,8 @@ class FastScorer(HFLM):
         rest_logprobs: dict[tuple[int, tuple[int, ...]], torch.Tensor] = {}
         if multi:
             layers = self._layers_of(cache)
-            index = torch.tensor([d_i for d_i, _ in multi], device=device)
-            cont_width = max(len(c) for _, c in multi) - 1
-            cont_ids = torch.full((len(multi), cont_width), pad, dtype=torch.long, device=device)
-            cont_mask = torch.zeros((len(multi), cont_width), dtype=torch.long, device=device)
-            for r, (_, cont) in enumerate(multi):
-                cont_ids[r, : len(cont) - 1] = torch.tensor(cont[:-1], device=device)
-                cont_mask[r, : len(cont) - 1] = 1
-            cont_cache = self._cache_from([(k.index_select(0, index), v.index_select(0, index)) for k, v in layers])
-            mask = torch.cat([prefix_mask[index], suffix_mask[index], cont_mask], dim=1)
-            start = shared + torch.tensor([suffix_lens[d_i] for d_i, _ in multi], device=device)
-            cont_positions = start[:, None] + torch.arange(cont_width, device=device)[None]
-            cont_hidden = self._run(cont_ids, cont_cache, mask, cont_positions)
-            flat = cont_hidden[cont_mask.bool()]
-            flat_logprobs = self._project(flat)
-            offset = 0
-            for d_i, cont in multi:
-                rest_logprobs[(d_i, cont)] = flat_logprobs[offset : offset + len(cont) - 1]
-                offset += len(cont) - 1
+            for group in _length_groups(multi, self.max_padding):
+                self._score_continuations(group, layers, shared, suffix_lens, prefix_mask, suffix_mask, pad, rest_logprobs)
         for d_i, cont in rows:
             first = first_logprobs[d_i]
             total = float(first[cont[0]])

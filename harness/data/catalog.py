@@ -189,6 +189,26 @@ def fetch_hub(task_id: str, labels: list[str], split: str) -> int:
     return len(docs)
 
 
+def fetch_hub_mmlu(subjects: list[str]) -> int:
+    """MMLU from hub dataset ``cais/mmlu`` (users with network): test and dev per subject."""
+    from datasets import load_dataset
+
+    from harness.data.mmlu import mmlu_document
+
+    total = 0
+    for subject in subjects:
+        splits = {}
+        for split in ("test", "dev"):
+            try:
+                rows = load_dataset("cais/mmlu", subject, split=split)
+            except (OSError, ValueError) as exc:
+                raise DataMissing(f"could not load cais/mmlu/{subject} from the hub ({exc}); check the network") from exc
+            splits[split] = [mmlu_document(row, subject, split, i) for i, row in enumerate(rows)]
+        store_documents(f"mmlu.{subject}", splits, f"hub:cais/mmlu/{subject}")
+        total += len(splits["test"])
+    return total
+
+
 def dataset_status(task_id: str, split: str) -> DatasetStatus:
     meta = _meta(task_id)
     source = offline_source_for(task_id)

@@ -26,7 +26,7 @@ adversarial and paraphrase experiment folders. InstructionEval's own phrasings w
 for that paper, so they are imported as *unobserved*.
 
 Tested only on synthetic files in this layout (no checkout was available when this was
-written); `irh import list --observed instructioneval=PATH --skipped` shows what a real
+written); `irh import list instructioneval=PATH --skipped` shows what a real
 checkout yields.
 """
 
