@@ -680,14 +680,25 @@ def bench(
     """Score one workload with lm-eval's hf backend and with irh-fast; compare time, memory, work and numbers."""
     from harness.backends.models import default_dtype, default_model_dir
     from harness.bench import DEFAULT_TASKS, format_summary, run_bench
-    from harness.data.catalog import OFFLINE_SOURCES, fetch_offline, is_cached
+    from harness.data.cache import DataMissing
+    from harness.data.catalog import fetch_offline, is_cached, offline_source_for
 
     registry = _registry()
     tasks = _split(task_sel) or list(DEFAULT_TASKS)
-    for task_id in tasks:
-        task = registry.task(task_id)
-        if not is_cached(task.data_name, task.split):
-            fetch_offline(OFFLINE_SOURCES[task.family if task.family in OFFLINE_SOURCES else "nli"])
+    try:
+        for task_id in tasks:
+            task = registry.task(task_id)
+            if task.output_type != "multiple_choice":
+                raise UserError(f"{task_id} is a generation task; the benchmark scores multiple-choice loglikelihoods")
+            source = offline_source_for(task.data_name)
+            if not is_cached(task.data_name, task.split):
+                if source is None:
+                    raise UserError(f"{task_id} has no offline data; run `irh data fetch {task_id} --hub` first")
+                fetch_offline(source)
+    except KeyError as exc:
+        raise UserError(str(exc.args[0])) from None
+    except DataMissing as exc:
+        raise UserError(str(exc)) from None
     model_dir = default_model_dir(lambda m: click.echo(m, err=True))
     config = {
         "tasks": tasks,

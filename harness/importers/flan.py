@@ -22,13 +22,12 @@ import ast
 import importlib.metadata
 import importlib.util
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness.importers.result import ImportResult
 from harness.importers.safe_yaml import find_unsupported, load_plain_yaml
-from harness.importers.templating import UnmappedPlaceholder, rename_variables
+from harness.importers.templating import DatasetMapping, UnmappedPlaceholder, rename_variables
 from harness.registry import RegisteredInstruction
 from harness.render import TemplateProblem
 from harness.schema import Instruction, Provenance
@@ -36,20 +35,6 @@ from harness.schema import Instruction, Provenance
 FLAN_HELD_IN = "benchmarks/flan/flan_held_in.yaml"
 MMLU_GLOB = "mmlu/flan_*/**/_*template_yaml"
 AUTHOR_HELD_OUT = "Chung et al. 2022 (Flan-T5 evaluation prompt)"
-
-
-@dataclass(frozen=True)
-class DatasetMapping:
-    """How one FLAN dataset's templates map onto our tasks."""
-
-    target_kind: str
-    target: str
-    #: Their template variable -> our field.
-    fields: dict[str, str]
-    #: Our label for each of their label indices (their ``label`` 0, 1, ...).
-    labels: tuple[str, ...]
-    #: Name used in phrasing ids (ANLI's rounds share their templates).
-    stem: str
 
 
 _NLI3 = DatasetMapping(

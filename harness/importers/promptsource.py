@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import re
 import tarfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness.data.sources import PROMPTSOURCE, PackageSource, fetch_source
 from harness.importers.result import ImportResult
 from harness.importers.safe_yaml import find_unsupported, load_plain_yaml
-from harness.importers.templating import UnmappedPlaceholder, rename_variables
+from harness.importers.templating import DatasetMapping, UnmappedPlaceholder, rename_variables
 from harness.registry import RegisteredInstruction
 from harness.render import TemplateProblem
 from harness.schema import Instruction, Provenance
@@ -32,18 +31,6 @@ AUTHOR = "promptsource contributors (Bach et al. 2022)"
 
 _MEMBER = re.compile(r"^[^/]+/promptsource/templates/(?P<dataset>.+)/templates\.yaml$")
 _TARGETS = {"{{answer_choices[label]}}", "{%iflabel!=-1%}{{answer_choices[label]}}{%endif%}"}
-
-
-@dataclass(frozen=True)
-class DatasetMapping:
-    """How one promptsource dataset's templates map onto our tasks."""
-
-    target_kind: str
-    target: str
-    #: Their document field -> our field.
-    fields: dict[str, str]
-    #: Our label for each of their label indices.
-    labels: tuple[str, ...]
 
 
 _PH = {"premise": "premise", "hypothesis": "hypothesis"}

@@ -7,6 +7,7 @@ Python format strings only parsed, so a hostile template can do no more than fai
 from __future__ import annotations
 
 import string
+from dataclasses import dataclass
 
 import jinja2
 
@@ -104,3 +105,17 @@ def format_to_jinja(template: str, mapping: dict[str, str]) -> str:
 def format_placeholders(template: str) -> set[str]:
     """Names of the ``{name}`` placeholders in a Python format string (``""`` for ``{}``)."""
     return {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+
+
+@dataclass(frozen=True)
+class DatasetMapping:
+    """How one source dataset's templates map onto our tasks (FLAN and promptsource)."""
+
+    target_kind: str
+    target: str
+    #: Their template variable / document field -> our field.
+    fields: dict[str, str]
+    #: Our label for each of their label indices (their ``label`` 0, 1, ...).
+    labels: tuple[str, ...]
+    #: Name used in phrasing ids where several datasets share templates (ANLI's rounds).
+    stem: str = ""
