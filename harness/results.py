@@ -38,6 +38,9 @@ class TaskRecord(BaseModel):
     split: str
     documents_total: int
     doc_ids: list[str]
+    #: Hash of the task spec (fields, labels, metric, generation settings): a changed spec
+    #: scores differently, so `--resume` refuses to merge across it.
+    spec_sha256: str | None = None
 
 
 class InstructionRecord(BaseModel):

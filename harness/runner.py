@@ -41,6 +41,12 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.-]+", "-", name).strip("-").lower()[:40] or "model"
 
 
+def task_spec_sha256(task: Any) -> str:
+    import hashlib
+
+    return hashlib.sha256(task.model_dump_json(exclude={"description"}).encode()).hexdigest()
+
+
 def new_run_id(model_label: str) -> str:
     stamp = utc_now().replace("-", "").replace(":", "")
     return f"{stamp}_{_slug(model_label)}_{uuid.uuid4().hex[:6]}"
@@ -65,6 +71,7 @@ def start_run(
         docs = load_documents(task.data_name, task.split)
         chosen = select_documents(docs, limit, seed, task.id)
         tasks[task.id] = TaskRecord(
+            spec_sha256=task_spec_sha256(task),
             source=dataset_status(task.data_name, task.split).source,
             split=task.split,
             documents_total=len(docs),
@@ -108,6 +115,12 @@ def start_run(
 
 def items_from_manifest(registry: Registry, manifest: RunManifest) -> list[RunItem]:
     """Rebuild the plan of a run, refusing phrasings whose text changed since it started."""
+    for task_id, task_record in manifest.tasks.items():
+        if task_record.spec_sha256 and task_record.spec_sha256 != task_spec_sha256(registry.task(task_id)):
+            raise RunError(
+                f"task {task_id} changed (tasks/*.yaml) since this run started; its old results cannot be "
+                f"merged with new ones. Restore it, or start a new run with `irh run`"
+            )
     items = []
     for task_id, inst_id in manifest.plan:
         entry = registry.instruction(inst_id)

@@ -132,3 +132,16 @@ def test_a_second_writer_is_refused(tmp_path: Path) -> None:
             SampleWriter(tmp_path)
     with SampleWriter(tmp_path):  # free again once the first is closed
         pass
+
+
+def test_resume_refuses_a_task_whose_spec_changed(cache: Path, tmp_path: Path) -> None:
+    code, _ = _run(tmp_path)
+    assert code == 0
+    (run_dir,) = list((tmp_path / "reports").iterdir())
+    manifest_path = run_dir / "run.json"
+    sha = read_manifest(run_dir).tasks["bbl.winowhy"].spec_sha256
+    assert sha
+    manifest_path.write_text(manifest_path.read_text().replace(sha, "1" * 64))
+    result = CliRunner().invoke(main, ["run", "--resume", str(run_dir)])
+    assert result.exit_code == 1
+    assert "task bbl.winowhy changed" in result.output
