@@ -20,8 +20,7 @@ def _models(tiny_model: Path) -> tuple[Any, Any]:
     hf = get_model("hf").create_from_arg_string(args, {"batch_size": 4})
     fast = get_model("irh-fast").create_from_arg_string(args, {"batch_size": 4})
     # Small batches so that the test crosses batch boundaries and padding.
-    fast.max_batch_tokens = 60
-    fast.max_cache_tokens = 300
+    fast.max_batch_tokens = 120
     return hf, fast
 
 

@@ -13,9 +13,12 @@ one token, and shares nothing between documents. Here, per call:
 2. contexts are grouped by common token prefixes, recursively (the chat template's head
    shared by all, a phrasing's text shared by its documents, a subtask's context shared by
    its documents, ...); each shared stretch is encoded once and its KV cache reused;
-3. each distinct context's remaining suffix (one per document) is encoded once, in
-   length-sorted batches with bounded padding, on top of its group's cache;
-4. all options of a document are then scored together on top of the document's cache;
+3. each distinct context's remaining suffix (one per document) is encoded once, and all of
+   that document's continuations with it, packed into one row with a tree-shaped attention
+   mask (each continuation sees the context and its own earlier tokens, at the positions it
+   would have alone), in length-sorted batches with bounded padding, on top of its group's
+   cache;
+4. so a document's context is never copied per option, and each batch is one forward pass;
 5. the output projection (vocabulary logits) is computed only at the positions whose
    log-probabilities are needed: the last context token and the continuation tokens.
 
@@ -92,17 +95,6 @@ def cluster_by_prefix(contexts: list[tuple[int, ...]], min_shared: int = MIN_SHA
     return [(min(shared, min(len(contexts[m]) for m in members) - 1), members) for shared, members in clusters]
 
 
-def _length_groups(rows: list[tuple[int, tuple[int, ...]]], max_padding: float) -> list[list[tuple[int, tuple[int, ...]]]]:
-    """Continuation rows in groups of similar length, so that padding stays bounded."""
-    groups: list[list[tuple[int, tuple[int, ...]]]] = []
-    for row in sorted(rows, key=lambda r: len(r[1])):
-        if groups and (len(row[1]) - len(groups[-1][0][1])) / len(row[1]) <= max_padding:
-            groups[-1].append(row)
-        else:
-            groups.append([row])
-    return groups
-
-
 def count_distinct_tokens(sequences: list[tuple[int, ...]]) -> int:
     """Nodes of the prefix trie of ``sequences``: the fewest token positions any causal
     scorer must run through the model to score them all (the benchmark's lower bound)."""
@@ -122,12 +114,9 @@ def count_distinct_tokens(sequences: list[tuple[int, ...]]) -> int:
 class FastScorer(HFLM):
     """lm-eval's HFLM with prefix-sharing loglikelihoods (see the module docstring)."""
 
-    def __init__(
-        self, *args: Any, max_batch_tokens: int = 2048, max_cache_tokens: int = 16384, max_padding: float = 0.25, **kwargs: Any
-    ) -> None:
+    def __init__(self, *args: Any, max_batch_tokens: int = 2048, max_padding: float = 0.25, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.max_batch_tokens = int(max_batch_tokens)
-        self.max_cache_tokens = int(max_cache_tokens)
         self.max_padding = float(max_padding)
         self.work = WorkCounter()
 
@@ -271,98 +260,96 @@ class FastScorer(HFLM):
         out: dict[Any, tuple[float, bool]],
         bar: Any,
     ) -> None:
-        # Length-sorted batches of documents, bounded by the padded suffix tokens of one
-        # forward pass (large enough for efficient matrix products), by the KV cache the
-        # continuation rows copy, and by padding waste.
-        order = sorted(docs, key=lambda d: len(d.context))
+        # Length-sorted batches of documents, bounded by the padded tokens of one forward
+        # pass (large enough for efficient matrix products) and by padding waste.
+        def width(doc: _Doc) -> int:
+            return len(doc.context) - shared + sum(len(c) - 1 for c in doc.continuations)
+
+        order = sorted(docs, key=width)
         batch: list[_Doc] = []
-        cache_tokens = 0
         for doc in order:
-            suffix_tokens = (len(batch) + 1) * (len(doc.context) - shared)
-            doc_cache = len(doc.context) * sum(1 for c in doc.continuations if len(c) > 1)
-            shortest = min(len(d.context) for d in [*batch, doc]) - shared
-            waste = (len(doc.context) - shared - shortest) / max(1, len(doc.context) - shared)
-            too_big = suffix_tokens > self.max_batch_tokens or cache_tokens + doc_cache > self.max_cache_tokens
-            if batch and (too_big or waste > self.max_padding):
-                self._score_batch(batch, shared, prefix_layers, out)
+            waste = (width(doc) - width(batch[0])) / max(1, width(doc)) if batch else 0.0
+            if batch and ((len(batch) + 1) * width(doc) > self.max_batch_tokens or waste > self.max_padding):
+                self._score_batch_packed(batch, shared, prefix_layers, out)
                 bar.update(sum(len(d.continuations) for d in batch))
-                batch, cache_tokens = [], 0
+                batch = []
             batch.append(doc)
-            cache_tokens += doc_cache
         if batch:
-            self._score_batch(batch, shared, prefix_layers, out)
+            self._score_batch_packed(batch, shared, prefix_layers, out)
             bar.update(sum(len(d.continuations) for d in batch))
 
-    def _score_continuations(
-        self,
-        multi: list[tuple[int, tuple[int, ...]]],
-        layers: list[tuple[torch.Tensor, torch.Tensor]],
-        shared: int,
-        suffix_lens: list[int],
-        prefix_mask: torch.Tensor,
-        suffix_mask: torch.Tensor,
-        pad: int,
-        rest_logprobs: dict[tuple[int, tuple[int, ...]], torch.Tensor],
-    ) -> None:
-        """Log-probabilities of continuation tokens 2..n, each row on its document's cache."""
-        device = self.device
-        index = torch.tensor([d_i for d_i, _ in multi], device=device)
-        cont_width = max(len(c) for _, c in multi) - 1
-        cont_ids = torch.full((len(multi), cont_width), pad, dtype=torch.long, device=device)
-        cont_mask = torch.zeros((len(multi), cont_width), dtype=torch.long, device=device)
-        for r, (_, cont) in enumerate(multi):
-            cont_ids[r, : len(cont) - 1] = torch.tensor(cont[:-1], device=device)
-            cont_mask[r, : len(cont) - 1] = 1
-        cont_cache = self._cache_from([(k.index_select(0, index), v.index_select(0, index)) for k, v in layers])
-        mask = torch.cat([prefix_mask[index], suffix_mask[index], cont_mask], dim=1)
-        start = shared + torch.tensor([suffix_lens[d_i] for d_i, _ in multi], device=device)
-        cont_positions = start[:, None] + torch.arange(cont_width, device=device)[None]
-        cont_hidden = self._run(cont_ids, cont_cache, mask, cont_positions)
-        flat_logprobs = self._project(cont_hidden[cont_mask.bool()])
-        offset = 0
-        for d_i, cont in multi:
-            rest_logprobs[(d_i, cont)] = flat_logprobs[offset : offset + len(cont) - 1]
-            offset += len(cont) - 1
-
-    def _score_batch(
+    def _score_batch_packed(
         self,
         docs: list[_Doc],
         shared: int,
         prefix_layers: list[tuple[torch.Tensor, torch.Tensor]],
         out: dict[Any, tuple[float, bool]],
     ) -> None:
+        """One forward pass per batch: each document's suffix and all its continuations packed
+        into one row, with a tree-shaped attention mask (each continuation sees the context
+        and its own earlier tokens, at the positions it would have if scored alone)."""
         device = self.device
         n = len(docs)
-        suffix_lens = [len(d.context) - shared for d in docs]
-        width = max(suffix_lens)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        rows_tokens: list[list[int]] = []
+        rows_pos: list[list[int]] = []
+        spans: list[list[tuple[tuple[int, ...], int]]] = []  # per doc: (continuation, start of its packed tokens)
+        suffix_lens = []
+        for doc in docs:
+            suffix = list(doc.context[shared:])
+            tokens, pos = list(suffix), [shared + j for j in range(len(suffix))]
+            doc_spans = []
+            for cont in doc.continuations:
+                doc_spans.append((cont, len(tokens)))
+                tokens.extend(cont[:-1])
+                pos.extend(shared + len(suffix) + k for k in range(len(cont) - 1))
+            rows_tokens.append(tokens)
+            rows_pos.append(pos)
+            spans.append(doc_spans)
+            suffix_lens.append(len(suffix))
+        width = max(len(t) for t in rows_tokens)
         ids = torch.full((n, width), pad, dtype=torch.long, device=device)
-        suffix_mask = torch.zeros((n, width), dtype=torch.long, device=device)
-        for row, doc in enumerate(docs):
-            ids[row, : suffix_lens[row]] = torch.tensor(doc.context[shared:], device=device)
-            suffix_mask[row, : suffix_lens[row]] = 1
-        prefix_mask = torch.ones((n, shared), dtype=torch.long, device=device)
+        positions = torch.zeros((n, width), dtype=torch.long, device=device)
+        allowed = torch.zeros((n, 1, width, shared + width), dtype=torch.bool, device=device)
+        allowed[:, :, :, :shared] = True
+        causal = torch.ones((width, width), dtype=torch.bool, device=device).tril()
+        for r in range(n):
+            length, s_len = len(rows_tokens[r]), suffix_lens[r]
+            ids[r, :length] = torch.tensor(rows_tokens[r], device=device)
+            positions[r, :length] = torch.tensor(rows_pos[r], device=device)
+            allowed[r, 0, :s_len, shared : shared + s_len] = causal[:s_len, :s_len]
+            for cont, start in spans[r]:
+                end = start + len(cont) - 1
+                allowed[r, 0, start:end, shared : shared + s_len] = True
+                allowed[r, 0, start:end, shared + start : shared + end] = causal[: end - start, : end - start]
+            allowed[r, 0, length:, shared] = True  # padding rows attend somewhere (no NaN)
         cache = self._cache_from([(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in prefix_layers])
-        positions = (shared + torch.arange(width, device=device))[None].expand(n, -1)
-        hidden = self._run(ids, cache, torch.cat([prefix_mask, suffix_mask], dim=1), positions)
-        last = hidden[torch.arange(n, device=device), torch.tensor(suffix_lens, device=device) - 1]
-        first_logprobs = self._project(last)  # predicts every continuation's first token
-
-        # Rows for the continuation step: one per (document, continuation) with >1 token.
-        rows = [(d_i, cont) for d_i, doc in enumerate(docs) for cont in doc.continuations]
-        multi = [(d_i, cont) for d_i, cont in rows if len(cont) > 1]
-        rest_logprobs: dict[tuple[int, tuple[int, ...]], torch.Tensor] = {}
-        if multi:
-            layers = self._layers_of(cache)
-            for group in _length_groups(multi, self.max_padding):
-                self._score_continuations(group, layers, shared, suffix_lens, prefix_mask, suffix_mask, pad, rest_logprobs)
-        for d_i, cont in rows:
-            first = first_logprobs[d_i]
-            total = float(first[cont[0]])
-            greedy = int(first.argmax()) == cont[0]
-            if len(cont) > 1:
-                lp = rest_logprobs[(d_i, cont)]
-                targets = torch.tensor(cont[1:], device=lp.device)
-                total += float(lp.gather(1, targets[:, None]).sum())
-                greedy = greedy and bool((lp.argmax(dim=-1) == targets).all())
-            out[(docs[d_i].context, cont)] = (total, greedy)
+        self.work.forward_tokens += sum(len(t) for t in rows_tokens)
+        self.work.padded_tokens += ids.numel()
+        hidden = self._decoder()(
+            input_ids=ids, past_key_values=cache, attention_mask=allowed, position_ids=positions, use_cache=True
+        ).last_hidden_state
+        # Positions whose next-token distribution is needed: the last suffix token, and each
+        # continuation token but the last.
+        wanted: list[tuple[int, int]] = []
+        for r in range(n):
+            wanted.append((r, suffix_lens[r] - 1))
+            for cont, start in spans[r]:
+                wanted.extend((r, start + k) for k in range(len(cont) - 1))
+        index_r = torch.tensor([w[0] for w in wanted], device=device)
+        index_c = torch.tensor([w[1] for w in wanted], device=device)
+        logprobs = self._project(hidden[index_r, index_c])
+        offset = 0
+        for r, doc in enumerate(docs):
+            first = logprobs[offset]
+            offset += 1
+            for cont, _ in spans[r]:
+                total = float(first[cont[0]])
+                greedy = int(first.argmax()) == cont[0]
+                if len(cont) > 1:
+                    lp = logprobs[offset : offset + len(cont) - 1]
+                    targets = torch.tensor(cont[1:], device=lp.device)
+                    total += float(lp.gather(1, targets[:, None]).sum())
+                    greedy = greedy and bool((lp.argmax(dim=-1) == targets).all())
+                    offset += len(cont) - 1
+                out[(doc.context, cont)] = (total, greedy)
