@@ -47,11 +47,6 @@ def chat_renderer(model_spec: str | None) -> ChatRenderer | None:
     return apply
 
 
-def plain_context(prompt: RenderedPrompt) -> str:
-    """The context lm-eval scores without a chat template."""
-    return prompt.user
-
-
 def rendered_views(
     instruction: Instruction,
     task: TaskSpec,
@@ -65,7 +60,7 @@ def rendered_views(
         lines = [
             f"===== {task.id} | {instruction.id} | document {doc['id']} =====",
             "----- prompt (no chat template) -----",
-            plain_context(plain),
+            plain.user,  # without a chat template, lm-eval scores exactly this text
         ]
         if plain.options:
             lines.append(f"----- scored continuations (after {instruction.target_delimiter!r}) -----")

@@ -117,7 +117,7 @@ def _import_held_in(path: Path, rel: str, version: str, result: ImportResult) ->
         try:
             text = rename_variables(str(entry["doc_to_text"]), mapping.fields)
         except UnmappedPlaceholder as exc:
-            result.skip(item, f"uses {exc.names}, which have no field in our tasks")
+            result.skip(item, exc.skip_reason)
             continue
         except TemplateProblem as exc:
             result.skip(item, f"template does not parse: {exc}")
@@ -147,7 +147,7 @@ def _import_mmlu(path: Path, rel: str, version: str, result: ImportResult) -> No
     try:
         text = rename_variables(str(data["doc_to_text"]), {"question": "question", "choices": "choices"})
     except UnmappedPlaceholder as exc:
-        result.skip(rel, f"uses {exc.names}, which have no field in our tasks")
+        result.skip(rel, exc.skip_reason)
         return
     instruction = Instruction(
         id=f"flan.mmlu.{variant}",

@@ -120,7 +120,7 @@ def import_promptbench(wheel: Path | None = None, source: PackageSource = PROMPT
                     try:
                         text = format_to_jinja(prompt.strip(), mapping.placeholders)
                     except UnmappedPlaceholder as exc:
-                        result.skip(item, f"uses {exc.names}, which have no field in our tasks")
+                        result.skip(item, exc.skip_reason)
                         continue
                     except ValueError as exc:
                         result.skip(item, f"malformed format string: {exc}")

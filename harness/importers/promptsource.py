@@ -92,7 +92,7 @@ def _import_template(
     try:
         text = rename_variables(source_input.strip(), {**mapping.fields, "answer_choices": _jinja_list(words)})
     except UnmappedPlaceholder as exc:
-        return f"uses {exc.names}, which have no field in our tasks"
+        return exc.skip_reason
     except TemplateProblem as exc:
         return f"template does not parse: {exc}"
     base = f"ps.{slug(dataset, keep='_')}.{slug(name)}"  # e.g. ps.super_glue-rte.can-we-infer

@@ -28,6 +28,11 @@ class UnmappedPlaceholder(ValueError):
         self.names = names
         super().__init__(f"placeholder(s) {names} have no field in our tasks")
 
+    @property
+    def skip_reason(self) -> str:
+        """The reason an importer records when it skips such a template."""
+        return f"uses {self.names}, which have no field in our tasks"
+
 
 def rename_variables(text: str, mapping: dict[str, str]) -> str:
     """Replace template variables by jinja expressions (e.g. ``sentence1`` by ``premise``).
