@@ -63,16 +63,71 @@ def test_generation_is_hf_generation(tiny_model: Path) -> None:
     from lm_eval.api.instance import Instance
 
     hf, fast = _models(tiny_model)
-    reqs = [
-        Instance(
-            request_type="generate_until",
-            doc={},
-            arguments=(f"Is the sky blue? {i}", {"until": ["\n"], "max_gen_toks": 8, "do_sample": False}),
-            idx=0,
-        )
+    head = "<|im_start|>system\nYou answer questions.<|im_end|>\n<|im_start|>user\nAnswer the question in one line.\n"
+
+    def batch(words: list[str]) -> list[Any]:
+        return [
+            Instance(
+                request_type="generate_until",
+                doc={},
+                arguments=(
+                    f"{head}Is the sky {w}?" + " Think." * i + "<|im_end|>\n<|im_start|>assistant\n",
+                    {"until": ["\n", "sky"], "max_gen_toks": 8, "do_sample": False},
+                ),
+                idx=0,
+            )
+            for i, w in enumerate(words)
+        ]
+
+    # Prompts of different lengths in one batch (padding between the shared head and the rest),
+    # then a second call whose head comes from the prefix cache.
+    first, second = batch(["blue", "green", "red", "grey", "dark"]), batch(["pink", "white"])
+    assert fast.generate_until(first, disable_tqdm=True) == hf.generate_until(first, disable_tqdm=True)
+    reused = fast.work.generation_prefix_tokens_reused
+    assert reused > 0
+    hits = fast.prefix_cache.hits
+    assert fast.generate_until(second, disable_tqdm=True) == hf.generate_until(second, disable_tqdm=True)
+    assert fast.prefix_cache.hits > hits and fast.work.generation_prefix_tokens_reused > reused
+    # Prompts with no common head take lm-eval's own path unchanged.
+    plain = [
+        Instance(request_type="generate_until", doc={}, arguments=(f"{i} Is it?", {"until": ["\n"], "max_gen_toks": 4}), idx=0)
         for i in range(3)
     ]
-    assert fast.generate_until(reqs, disable_tqdm=True) == hf.generate_until(reqs, disable_tqdm=True)
+    assert fast.generate_until(plain, disable_tqdm=True) == hf.generate_until(plain, disable_tqdm=True)
+
+
+def test_prefix_cache_serves_later_calls_with_the_same_numbers(tiny_model: Path) -> None:
+    hf, fast = _models(tiny_model)
+    pairs = _workload()
+    half = len(pairs) // 2
+    fast.loglikelihood(_requests(pairs[:half]), disable_tqdm=True)
+    before, hits = fast.work.forward_tokens, fast.prefix_cache.hits
+    got = fast.loglikelihood(_requests(pairs[half:]), disable_tqdm=True)
+    assert fast.prefix_cache.hits > hits and fast.prefix_cache.reused_tokens > 0
+    expected = hf.loglikelihood(_requests(pairs[half:]), disable_tqdm=True)
+    assert max(abs(a[0] - b[0]) for a, b in zip(expected, got, strict=True)) < 1e-4
+    # The second call ran fewer tokens than a fresh scorer runs for it.
+    _, fresh = _models(tiny_model)
+    fresh.loglikelihood(_requests(pairs[half:]), disable_tqdm=True)
+    assert fast.work.forward_tokens - before < fresh.work.forward_tokens
+
+
+def test_prefix_cache_keeps_within_its_budget() -> None:
+    import torch
+
+    from harness.backends.fast import PrefixCache
+
+    def layers(n: int) -> list[tuple[Any, Any]]:
+        return [(torch.zeros(1, 2, n, 4), torch.zeros(1, 2, n, 4))]
+
+    cache = PrefixCache(budget_bytes=2 * 2 * 2 * 10 * 4 * 4)  # room for 20 tokens of one layer
+    cache.put((1, 2, 3, 4, 5, 6, 7, 8, 9, 10), layers(10))
+    cache.put((1, 2, 3, 7, 7), layers(5))
+    n, got = cache.longest((1, 2, 3, 4, 5, 9))
+    assert n == 5 and got[0][0].shape == (1, 2, 5, 4)
+    cache.put((5, 5, 5, 5, 5, 5, 5, 5), layers(8))  # evicts the least recently used entry
+    assert (1, 2, 3, 7, 7) not in cache.entries and cache.bytes <= cache.budget_bytes
+    assert cache.longest((9, 9)) == (0, [])
 
 
 def test_clusters_share_heads_and_leave_one_token() -> None:

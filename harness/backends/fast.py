@@ -28,6 +28,7 @@ the same quantity computed in fewer operations; they agree to float round-off.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +46,56 @@ MIN_SHARED_PREFIX = 8
 MIN_SAVED_TOKENS = 64
 
 
+Layers = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+class PrefixCache:
+    """KV caches of shared prefixes, kept across calls: the chat template's head and a
+    phrasing's text recur in every call of a run (one per phrasing and chunk of documents).
+
+    Least recently used entries are dropped beyond ``budget_bytes``. A lookup returns the
+    longest cached prefix of the tokens asked for; the cache of a token sequence's first
+    ``n`` tokens is the first ``n`` positions of its cache (causal attention), so any entry
+    sharing a head with the request serves that head.
+    """
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget_bytes = budget_bytes
+        self.entries: OrderedDict[tuple[int, ...], Layers] = OrderedDict()
+        self.bytes = 0
+        self.hits = 0
+        self.reused_tokens = 0
+
+    @staticmethod
+    def _size(layers: Layers) -> int:
+        return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in layers)
+
+    def longest(self, tokens: tuple[int, ...]) -> tuple[int, Layers]:
+        best, best_key = 0, None
+        for key in self.entries:
+            n = common_prefix_length(key, tokens)
+            if n > best:
+                best, best_key = n, key
+        if best_key is None:
+            return 0, []
+        self.entries.move_to_end(best_key)
+        self.hits += 1
+        self.reused_tokens += best
+        return best, [(k[:, :, :best], v[:, :, :best]) for k, v in self.entries[best_key]]
+
+    def put(self, tokens: tuple[int, ...], layers: Layers) -> None:
+        if tokens in self.entries or self.budget_bytes <= 0:
+            return
+        size = self._size(layers)
+        if size > self.budget_bytes:
+            return
+        self.entries[tokens] = layers
+        self.bytes += size
+        while self.bytes > self.budget_bytes:
+            _, old = self.entries.popitem(last=False)
+            self.bytes -= self._size(old)
+
+
 @dataclass
 class WorkCounter:
     """Tokens pushed through the transformer, for the benchmark's FLOP accounting."""
@@ -54,6 +105,7 @@ class WorkCounter:
     projected_positions: int = 0
     requests: int = 0
     unique_requests: int = 0
+    generation_prefix_tokens_reused: int = 0
 
 
 @dataclass
@@ -114,10 +166,13 @@ def count_distinct_tokens(sequences: list[tuple[int, ...]]) -> int:
 class FastScorer(HFLM):
     """lm-eval's HFLM with prefix-sharing loglikelihoods (see the module docstring)."""
 
-    def __init__(self, *args: Any, max_batch_tokens: int = 2048, max_padding: float = 0.25, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, max_batch_tokens: int = 2048, max_padding: float = 0.1, prefix_cache_mb: float = 256, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.max_batch_tokens = int(max_batch_tokens)
         self.max_padding = float(max_padding)
+        self.prefix_cache = PrefixCache(int(float(prefix_cache_mb) * 2**20))
         self.work = WorkCounter()
 
     # ------------------------------------------------------------------ model pieces
@@ -145,7 +200,7 @@ class FastScorer(HFLM):
         )
         return out.last_hidden_state
 
-    def _cache_from(self, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> Any:
+    def _cache_from(self, layers: Layers) -> Any:
         from transformers import DynamicCache
 
         cache = DynamicCache(config=self.model.config)
@@ -154,7 +209,7 @@ class FastScorer(HFLM):
         return cache
 
     @staticmethod
-    def _layers_of(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def _layers_of(cache: Any) -> Layers:
         return [(layer.keys, layer.values) for layer in cache.layers]
 
     # ------------------------------------------------------------------ scoring
@@ -184,6 +239,42 @@ class FastScorer(HFLM):
             for name in ("final_logit_softcapping", "logit_scale", "logits_scaling", "sliding_window")
         )
         return self.backend == "causal" and plain
+
+    def _model_generate(self, context: torch.Tensor, max_length: int, stop: list[str], **generation_kwargs: Any) -> torch.Tensor:
+        """lm-eval's batched generation (stop sequences, greedy or sampled), with the head the
+        batch's prompts share encoded once (or taken from the prefix cache) and passed in as
+        the KV cache.
+
+        lm-eval left-pads the batch: ``[pad..][head][rest]``. Each row is laid out as
+        ``[head][pad..][rest]`` instead, with the same length and the padding masked, so the
+        position ids (from the attention mask) and the returned sequences are those of
+        lm-eval's own call, and ``generate`` runs only the uncached columns.
+        """
+        mask = generation_kwargs.get("attention_mask")
+        if mask is None or not self._shares_safely() or generation_kwargs.get("past_key_values") is not None:
+            return super()._model_generate(context, max_length, stop, **generation_kwargs)
+        width = context.shape[1]
+        rows = [context[r, width - int(mask[r].sum()) :].tolist() for r in range(context.shape[0])]
+        shared = min(min(common_prefix_length(rows[0], row) for row in rows), min(len(row) for row in rows) - 1)
+        if shared < MIN_SHARED_PREFIX:
+            return super()._model_generate(context, max_length, stop, **generation_kwargs)
+        head = tuple(rows[0][:shared])
+        before = self.work.forward_tokens
+        with torch.no_grad():
+            layers = self._encode_prefix(head)
+        ids = torch.full_like(context, self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0)
+        new_mask = torch.zeros_like(mask)
+        ids[:, :shared] = torch.tensor(head, dtype=context.dtype, device=context.device)
+        new_mask[:, :shared] = 1
+        for r, row in enumerate(rows):
+            rest = row[shared:]
+            ids[r, width - len(rest) :] = torch.tensor(rest, dtype=context.dtype, device=context.device)
+            new_mask[r, width - len(rest) :] = 1
+        n = context.shape[0]
+        cache = self._cache_from([(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in layers])
+        generation_kwargs["attention_mask"] = new_mask
+        self.work.generation_prefix_tokens_reused += shared * n - (self.work.forward_tokens - before)
+        return super()._model_generate(ids, max_length, stop, past_key_values=cache, **generation_kwargs)
 
     def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         if not self._shares_safely():
@@ -216,22 +307,27 @@ class FastScorer(HFLM):
             results.append(next(fallback_iter) if i in skip else unique[key])
         return results
 
-    def _extend(
-        self, layers: list[tuple[torch.Tensor, torch.Tensor]], start: int, tokens: tuple[int, ...]
-    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """The KV cache of ``tokens`` appended to a cached prefix of length ``start``."""
-        ids = torch.tensor([tokens], device=self.device)
-        cache = self._cache_from(layers)
-        end = start + len(tokens)
-        mask = torch.ones((1, end), dtype=torch.long, device=self.device)
-        self._run(ids, cache, mask, torch.arange(start, end, device=self.device)[None])
-        return self._layers_of(cache)
+    def _encode_prefix(self, prefix: tuple[int, ...], start: int = 0, layers: Layers | None = None) -> Layers:
+        """The KV cache of ``prefix``, given that of its first ``start`` tokens (``layers``):
+        from the prefix cache where an earlier call encoded part or all of it, the rest run."""
+        layers = layers or []
+        hit, hit_layers = self.prefix_cache.longest(prefix)
+        if hit > start:
+            start, layers = hit, hit_layers
+        if start < len(prefix):
+            ids = torch.tensor([prefix[start:]], device=self.device)
+            cache = self._cache_from(layers)
+            mask = torch.ones((1, len(prefix)), dtype=torch.long, device=self.device)
+            self._run(ids, cache, mask, torch.arange(start, len(prefix), device=self.device)[None])
+            layers = self._layers_of(cache)
+            self.prefix_cache.put(prefix, layers)
+        return layers
 
     def _score_group(
         self,
         docs: list[_Doc],
         base_len: int,
-        base_layers: list[tuple[torch.Tensor, torch.Tensor]],
+        base_layers: Layers,
         out: dict[Any, tuple[float, bool]],
         bar: Any,
     ) -> None:
@@ -245,7 +341,7 @@ class FastScorer(HFLM):
         for shared, members in cluster_by_prefix([d.context for d in docs], base_len + MIN_SHARED_PREFIX):
             group = [docs[m] for m in members]
             if len(group) > 1 and (len(group) - 1) * (shared - base_len) >= MIN_SAVED_TOKENS:
-                layers = self._extend(base_layers, base_len, group[0].context[base_len:shared])
+                layers = self._encode_prefix(group[0].context[:shared], base_len, base_layers)
                 self._score_group(group, shared, layers, out, bar)
             else:
                 leaves.extend(group)
@@ -256,7 +352,7 @@ class FastScorer(HFLM):
         self,
         docs: list[_Doc],
         shared: int,
-        prefix_layers: list[tuple[torch.Tensor, torch.Tensor]],
+        prefix_layers: Layers,
         out: dict[Any, tuple[float, bool]],
         bar: Any,
     ) -> None:
@@ -282,7 +378,7 @@ class FastScorer(HFLM):
         self,
         docs: list[_Doc],
         shared: int,
-        prefix_layers: list[tuple[torch.Tensor, torch.Tensor]],
+        prefix_layers: Layers,
         out: dict[Any, tuple[float, bool]],
     ) -> None:
         """One forward pass per batch: each document's suffix and all its continuations packed
