@@ -76,6 +76,63 @@ def hf_forward_tokens(encoded: list[tuple[tuple[int, ...], tuple[int, ...]]]) ->
     return sum(len(g) for g in groups)
 
 
+def count_work(lm: Any, tasks: list[str], phrasings: int, limit: int, seed: int, chunk_size: int = 32) -> list[dict[str, Any]]:
+    """The work a workload asks for, per task, without running the model: the tokens and
+    GFLOP that lm-eval's hf backend spends, and the fewest any exact scorer must spend.
+
+    ``ceiling`` is hf's GFLOP over the minimum within `irh run`'s calls: the speedup a scorer
+    doing the minimum work would get at the hf backend's FLOP rate. It is well above 4 where
+    documents have many multi-token options, and near 2 for two-option tasks with long prompts.
+    """
+    from harness.backends.fast import count_distinct_tokens
+
+    non_embedding = sum(p.numel() for n, p in lm.model.named_parameters() if "embed" not in n and "lm_head" not in n)
+    vocab = lm.model.get_output_embeddings().weight.numel()
+    rows = []
+    for task in tasks:
+        pairs, keys = build_requests([task], phrasings, limit, seed, lm.apply_chat_template)
+        encoded = [(tuple(c), tuple(t)) for c, t in (lm._encode_pair(a, b) for a, b in pairs)]
+        hf_tokens = hf_forward_tokens(encoded)
+        per_call = sum(count_distinct_tokens([c + t[:-1] for c, t in encoded[lo:hi]]) for lo, hi in call_spans(keys, chunk_size))
+        projected = len({c + t[:j] for c, t in set(encoded) for j in range(len(t))})
+        hf_gflop = 2 * (non_embedding + vocab) * hf_tokens / 1e9
+        min_gflop = 2 * (non_embedding * per_call + vocab * projected) / 1e9
+        rows.append(
+            {
+                "task": task,
+                "requests": len(encoded),
+                "documents": len({(k[0], k[2]) for k in keys}),
+                "options_per_document": len(encoded) / max(1, len({c for c, _ in encoded})),
+                "hf_tokens": hf_tokens,
+                "minimum_tokens_per_call": per_call,
+                "minimum_tokens_run": count_distinct_tokens([c + t[:-1] for c, t in encoded]),
+                "hf_gflop": hf_gflop,
+                "minimum_gflop": min_gflop,
+                "ceiling": hf_gflop / min_gflop,
+            }
+        )
+    return rows
+
+
+def format_work(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| task | requests | options per document | hf tokens | minimum tokens | hf GFLOP | minimum GFLOP | ceiling |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['task']} | {r['requests']} | {r['options_per_document']:.1f} | {r['hf_tokens']} | {r['minimum_tokens_per_call']} | "
+            f"{r['hf_gflop']:.0f} | {r['minimum_gflop']:.0f} | {r['ceiling']:.2f}x |"
+        )
+    if len(rows) > 1:
+        hf, low = sum(r["hf_gflop"] for r in rows), sum(r["minimum_gflop"] for r in rows)
+        lines.append(
+            f"| all | {sum(r['requests'] for r in rows)} | | {sum(r['hf_tokens'] for r in rows)} | "
+            f"{sum(r['minimum_tokens_per_call'] for r in rows)} | {hf:.0f} | {low:.0f} | {hf / low:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
 def worker(backend: str, config_path: Path, out_path: Path) -> None:
     """Run one backend on the workload and write its measurements (subprocess entry point)."""
     import lm_eval.models  # noqa: F401

@@ -396,7 +396,7 @@ def run(
     from harness.backends.models import ModelError, load_model, parse_model_spec
     from harness.data.cache import DataMissing
     from harness.data.catalog import OFFLINE_SOURCES, fetch_offline, is_cached, offline_source_for
-    from harness.plan import PlanError, build_plan, seen_collections_for, select_tasks
+    from harness.plan import PlanError, build_plan, held_out_tasks_for, seen_collections_for, select_tasks
     from harness.report.tables import write_report
     from harness.results import RunError
     from harness.runner import execute, resume_run, start_run
@@ -438,13 +438,16 @@ def run(
     for model_text in models or ("default",):
         try:
             spec = parse_model_spec(model_text, dtype=dtype, batch_size=batch_size, progress=lambda m: click.echo(m, err=True))
-            seen_cols = seen_collections_for(spec.label, _split((seen,)) if seen is not None else None)
+            override = _split((seen,)) if seen is not None else None
+            seen_cols = seen_collections_for(spec.label, override)
+            held_out = held_out_tasks_for(spec.label, override)
             items = build_plan(
                 registry,
                 tasks,
                 instruction_patterns=_split(inst_sel) or None,
                 max_instructions=max_instructions,
                 seen_collections=seen_cols,
+                held_out_tasks=held_out,
                 seed=seed,
             )
             # Load the model before creating the run folder: a bad spec leaves nothing behind.
@@ -460,6 +463,7 @@ def run(
                 limit=limit,
                 chunk_size=chunk_size,
                 seen_collections=seen_cols,
+                held_out_tasks=held_out,
                 observed_sources=_split((observed,)) if observed else [],
             )
         except (PlanError, ModelError, DataMissing) as exc:
@@ -666,40 +670,75 @@ def import_readme(check: bool, readme_path: Path | None) -> None:
 
 @main.command()
 @click.option(
-    "--tasks", "task_sel", multiple=True, help="Multiple-choice tasks (default: three BIG-bench Lite tasks with multi-token options)."
+    "--tasks",
+    "task_sel",
+    multiple=True,
+    help="Multiple-choice tasks: ids, globs or families (default: three BIG-bench Lite tasks with multi-token options).",
 )
 @click.option("--phrasings", default=10, show_default=True, help="Phrasings per task (a seeded subset).")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="Documents per task.")
 @click.option("--dtype", type=click.Choice(["bfloat16", "float32"]), default=None, help="Default: bfloat16 where the CPU supports it.")
 @click.option("--batch-size", default=16, show_default=True, help="lm-eval hf batch size.")
 @click.option("--seed", default=1234, show_default=True)
+@click.option("--work-only", is_flag=True, help="Count the work per task (hf's, and the least possible) without running the model.")
 @click.option("--json-out", type=click.Path(path_type=Path), default=None, help="Also write the measurements as JSON.")
 def bench(
-    task_sel: tuple[str, ...], phrasings: int, limit: int, dtype: str | None, batch_size: int, seed: int, json_out: Path | None
+    task_sel: tuple[str, ...],
+    phrasings: int,
+    limit: int,
+    dtype: str | None,
+    batch_size: int,
+    seed: int,
+    work_only: bool,
+    json_out: Path | None,
 ) -> None:
     """Score one workload with lm-eval's hf backend and with irh-fast; compare time, memory, work and numbers."""
     from harness.backends.models import default_dtype, default_model_dir
-    from harness.bench import DEFAULT_TASKS, format_summary, run_bench
+    from harness.bench import DEFAULT_TASKS, count_work, format_summary, format_work, run_bench
     from harness.data.cache import DataMissing
     from harness.data.catalog import fetch_offline, is_cached, offline_source_for
+    from harness.plan import PlanError, select_tasks
 
     registry = _registry()
-    tasks = _split(task_sel) or list(DEFAULT_TASKS)
+    selectors = _split(task_sel) or list(DEFAULT_TASKS)
     try:
-        for task_id in tasks:
-            task = registry.task(task_id)
+        chosen = select_tasks(registry, selectors)
+        named = [t for t in chosen if t.id in selectors]
+        for task in named:
             if task.output_type != "multiple_choice":
-                raise UserError(f"{task_id} is a generation task; the benchmark scores multiple-choice loglikelihoods")
+                raise UserError(f"{task.id} is a generation task; the benchmark scores multiple-choice loglikelihoods")
+        # Families and globs keep their multiple-choice tasks with data to hand.
+        tasks = []
+        for task in chosen:
+            if task.output_type != "multiple_choice":
+                continue
             source = offline_source_for(task.data_name)
-            if not is_cached(task.data_name, task.split):
-                if source is None:
-                    raise UserError(f"{task_id} has no offline data; run `irh data fetch {task_id} --hub` first")
+            if not is_cached(task.data_name, task.split) and source is not None:
                 fetch_offline(source)
-    except KeyError as exc:
+            if not is_cached(task.data_name, task.split):
+                if task in named:
+                    raise UserError(f"{task.id} has no offline data; run `irh data fetch {task.id} --hub` first")
+                continue
+            tasks.append(task.id)
+    except (KeyError, PlanError) as exc:
         raise UserError(str(exc.args[0])) from None
     except DataMissing as exc:
         raise UserError(str(exc)) from None
+    if not tasks:
+        raise UserError(f"no multiple-choice task with data in {', '.join(selectors)}")
     model_dir = default_model_dir(lambda m: click.echo(m, err=True))
+    model_args = f"pretrained={model_dir},dtype={dtype or default_dtype()},device=cpu"
+    if work_only:
+        import lm_eval.models  # noqa: F401
+        from lm_eval.api.registry import get_model
+
+        lm = get_model("hf").create_from_arg_string(model_args, {"batch_size": batch_size})
+        rows = count_work(lm, tasks, phrasings, limit, seed)
+        click.echo(f"{phrasings} phrasings x {limit} documents per task, in `irh run`'s calls (one per phrasing and 32 documents)")
+        click.echo(format_work(rows))
+        if json_out:
+            json_out.write_text(json.dumps(rows, indent=2))
+        return
     config = {
         "tasks": tasks,
         "phrasings": phrasings,
@@ -707,7 +746,7 @@ def bench(
         "seed": seed,
         "batch_size": batch_size,
         "chunk_size": 32,
-        "model_args": f"pretrained={model_dir},dtype={dtype or default_dtype()},device=cpu",
+        "model_args": model_args,
     }
     click.echo("running lm-eval hf, then irh-fast, each in its own process ...", err=True)
     summary = run_bench(config)

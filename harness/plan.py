@@ -6,6 +6,7 @@ import fnmatch
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -56,6 +57,15 @@ def select_tasks(registry: Registry, selectors: list[str]) -> list[TaskSpec]:
     return [registry.tasks[i] for i in chosen]
 
 
+def _family(model_name: str, families_file: Path) -> dict[str, Any]:
+    data = yaml.safe_load(families_file.read_text(encoding="utf-8")) or {}
+    name = model_name.lower()
+    for family in data.get("families", []):
+        if any(fnmatch.fnmatchcase(name, p) for p in family.get("patterns", [])):
+            return dict(family)
+    return {}
+
+
 def seen_collections_for(model_name: str, override: list[str] | None = None, families_file: Path = FAMILIES_FILE) -> list[str]:
     """Collections the model saw in tuning: ``override`` if given, else the family map."""
     if override is not None:
@@ -63,12 +73,16 @@ def seen_collections_for(model_name: str, override: list[str] | None = None, fam
         if unknown:
             raise PlanError(f"unknown collection(s) {unknown}; known: {', '.join(COLLECTIONS)}")
         return list(override)
-    data = yaml.safe_load(families_file.read_text(encoding="utf-8")) or {}
-    name = model_name.lower()
-    for family in data.get("families", []):
-        if any(fnmatch.fnmatchcase(name, p) for p in family.get("patterns", [])):
-            return list(family.get("collections", []))
-    return []
+    return list(_family(model_name, families_file).get("collections", []))
+
+
+def held_out_tasks_for(model_name: str, override: list[str] | None = None, families_file: Path = FAMILIES_FILE) -> list[str]:
+    """Task globs the model's family held out of tuning (e.g. T0 and NLI): phrasings of those
+    tasks are unseen even where a collection the model saw carries them. An explicit
+    ``--seen`` override replaces the family entry, held-out tasks included."""
+    if override is not None:
+        return []
+    return list(_family(model_name, families_file).get("held_out_tasks", []))
 
 
 def is_seen(entry: RegisteredInstruction, seen_collections: list[str]) -> bool:
@@ -83,6 +97,7 @@ def build_plan(
     instruction_patterns: list[str] | None = None,
     max_instructions: int | None = None,
     seen_collections: list[str] = (),  # type: ignore[assignment]
+    held_out_tasks: list[str] = (),  # type: ignore[assignment]
     seed: int = 1234,
 ) -> list[RunItem]:
     """Every (task, phrasing) pair to score, with the phrasing's seen flag for this model.
@@ -101,5 +116,6 @@ def build_plan(
             entries = [e for e in entries if e.id in keep]
         if not entries:
             raise PlanError(f"no phrasing applies to {task.id}; add one under instructions/ (see README)")
-        items.extend(RunItem(task, e, is_seen(e, list(seen_collections))) for e in entries)
+        held_out = any(fnmatch.fnmatchcase(task.id, pattern) for pattern in held_out_tasks)
+        items.extend(RunItem(task, e, not held_out and is_seen(e, list(seen_collections))) for e in entries)
     return items

@@ -78,6 +78,8 @@ class RunManifest(BaseModel):
     limit: int | None
     chunk_size: int
     seen_collections: list[str] = Field(default_factory=list)
+    #: Task globs the model's family held out of tuning: their phrasings count as unseen.
+    held_out_tasks: list[str] = Field(default_factory=list)
     registry_sha256: str
     tasks: dict[str, TaskRecord]
     instructions: dict[str, InstructionRecord]

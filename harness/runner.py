@@ -63,6 +63,7 @@ def start_run(
     limit: int | None,
     chunk_size: int,
     seen_collections: list[str],
+    held_out_tasks: list[str] | None = None,
     observed_sources: list[str] | None = None,
 ) -> tuple[Path, RunManifest]:
     """Choose the documents, create the run folder and write its manifest (status running)."""
@@ -94,6 +95,7 @@ def start_run(
         limit=limit,
         chunk_size=chunk_size,
         seen_collections=seen_collections,
+        held_out_tasks=list(held_out_tasks or []),
         observed_sources=list(observed_sources or []),
         registry_sha256=registry.digest(),
         tasks=tasks,

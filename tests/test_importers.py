@@ -577,3 +577,26 @@ def test_cli_import_list_validate_list_and_run(cache: Path, tmp_path: Path) -> N
     assert manifest.instructions["mine.rte.01"].seen is True
     code, out = run_cli("validate", "--observed", "nosuch")
     assert code == 1 and "unknown observed source" in out
+
+
+def test_tasks_held_out_of_a_familys_tuning_count_as_unseen(tmp_path: Path) -> None:
+    from harness.importers import SourceSpec, load_registry_with_observed
+    from harness.plan import build_plan, held_out_tasks_for, seen_collections_for
+
+    path = tmp_path / "p.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in ROWS[:1]) + "\n", encoding="utf-8")
+    registry, _ = load_registry_with_observed(sources=[SourceSpec("file", path)])
+    rte = [registry.task("nli.rte")]
+    # T0 saw P3's templates but not its NLI datasets (held out for zero-shot evaluation).
+    assert seen_collections_for("bigscience/T0pp") == ["p3-promptsource"]
+    assert held_out_tasks_for("bigscience/T0pp") == ["nli.*"]
+    assert held_out_tasks_for("bigscience/T0pp", override=["flan-2022"]) == []
+    assert held_out_tasks_for("google/flan-t5-large") == []
+
+    def seen(**kwargs: object) -> bool:
+        (item,) = build_plan(registry, rte, instruction_patterns=["mine.rte.01"], **kwargs)  # type: ignore[arg-type]
+        return item.seen
+
+    assert seen(seen_collections=["flan-2022"]) is True
+    assert seen(seen_collections=["flan-2022"], held_out_tasks=["nli.*"]) is False
+    assert seen(seen_collections=["flan-2022"], held_out_tasks=["mmlu.*"]) is True

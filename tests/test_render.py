@@ -87,8 +87,42 @@ def test_system_split_refuses_where_the_head_depends_on_a_value() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["{{ 'x' * 10**9 }}", "{{ 'ab' * 1000000 }}", "{{ 2 ** 100000 }}", "{% for c in choices %}{{ c }}{% endfor %}{{ 'y' * 300000 }}"],
+    [
+        "{{ 'x' * 10**9 }}",
+        "{{ 'ab' * 1000000 }}",
+        "{{ 2 ** 100000 }}",
+        "{% for c in choices %}{{ c }}{% endfor %}{{ 'y' * 300000 }}",
+        # Filters and str methods that build a string of a given width or count.
+        "{{ 'x'|center(10**9) }}",
+        "{{ 'x'|indent(10**9, true) }}",
+        "{{ 'x'.center(10**9) }}",
+        "{{ 'x'.ljust(10**9) }}",
+        "{{ 'x'.zfill(10**9) }}",
+        "{{ ('a\tb').expandtabs(10**9) }}",
+        "{{ '%999999999s' % 'x' }}",
+        "{{ '%.999999999f' % 1.5 }}",
+        "{{ '%999999999s'|format('x') }}",
+        "{{ '{:>999999999}'.format('x') }}",
+        "{{ '{a:>999999999}'.format_map({'a': 'x'}) }}",
+        "{{ '%*s' % (10**9, 'x') }}",
+        "{{ '{:>{}}'.format('x', 10**9) }}",
+        "{{ '{a:>{w}}'.format_map({'a': 'x', 'w': 10**9}) }}",
+        # Replacements and joins that multiply a string within the per-step cap.
+        "{{ ('ab' * 1000)|replace('', 'cd' * 1000) }}",
+        "{{ ('ab' * 1000).replace('b', 'cd' * 1000) }}",
+        "{{ range(100000)|join('x' * 1000) }}",
+        "{{ ('y' * 5000).join(['a'] * 1000) }}",
+    ],
 )
 def test_sandbox_refuses_memory_bombs(text: str) -> None:
     with pytest.raises(TemplateProblem, match=r"too large|more than"):
         render_text(text, {"choices": ["a"]})
+
+
+def test_sandbox_keeps_ordinary_string_work() -> None:
+    text = (
+        "{{ 'x'|center(5) }}|{{ 'a-b'|replace('-', ' ') }}|{{ choices|join(', ') }}|{{ '%3s' % 'x' }}|"
+        "{{ '%s and %s'|format('a', 'b') }}|{{ '{:>3}'.format('y') }}|{{ 'q'.ljust(3, '.') }}|{{ 'line'|indent(2, true) }}|"
+        "{{ ', '.join(choices) }}|{{ 'aXbX'.replace('X', '', 1) }}"
+    )
+    assert render_text(text, {"choices": ["a", "b"]}) == "  x  |a b|a, b|  x|a and b|  y|q..|  line|a, b|abX"

@@ -63,6 +63,7 @@ def header_items(source: ResultSource) -> list[tuple[str, str]]:
         ("documents", f"{m.limit or 'all'} per task, seed {m.seed}"),
         ("harness", f"{m.harness_version}, commit {commit}"),
         ("seen collections", ", ".join(m.seen_collections) or "none"),
+        ("tasks held out of the model's tuning", ", ".join(m.held_out_tasks) or "none"),
     ]
 
 

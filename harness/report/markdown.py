@@ -24,7 +24,8 @@ def header_lines(source: ResultSource) -> list[str]:
         f"- phrasing placement: {m.placement}; chat template applied: {m.chat_template_applied}",
         f"- seed {m.seed}, documents per task: {m.limit or 'all'}; "
         f"harness {m.harness_version}, commit {(m.git_commit or '?')[:10]}{' (dirty)' if m.git_dirty else ''}",
-        f"- seen collections for this model: {', '.join(m.seen_collections) or 'none'}",
+        f"- seen collections for this model: {', '.join(m.seen_collections) or 'none'}"
+        + (f" (tasks held out of its tuning, counted unseen: {', '.join(m.held_out_tasks)})" if m.held_out_tasks else ""),
     ]
 
 
