@@ -69,20 +69,23 @@ def call_spans(keys: list[tuple[str, str, str, int]], chunk_size: int) -> list[t
     return spans
 
 
-def hf_forward_tokens(encoded: list[tuple[tuple[int, ...], tuple[int, ...]]]) -> int:
-    """Tokens lm-eval's hf backend runs: one sequence per request, except that requests whose
-    inputs (context + continuation minus its last token) coincide are run once."""
-    groups = {ctx + cont[:-1] for ctx, cont in encoded}
-    return sum(len(g) for g in groups)
+def hf_forward_tokens(encoded: list[tuple[tuple[int, ...], tuple[int, ...]]], spans: list[tuple[int, int]] | None = None) -> int:
+    """Tokens lm-eval's hf backend runs: one sequence per request, except that requests of one
+    call whose inputs (context + continuation minus its last token) coincide are run once."""
+    total = 0
+    for lo, hi in spans or [(0, len(encoded))]:
+        total += sum(len(g) for g in {ctx + cont[:-1] for ctx, cont in encoded[lo:hi]})
+    return total
 
 
 def count_work(lm: Any, tasks: list[str], phrasings: int, limit: int, seed: int, chunk_size: int = 32) -> list[dict[str, Any]]:
     """The work a workload asks for, per task, without running the model: the tokens and
     GFLOP that lm-eval's hf backend spends, and the fewest any exact scorer must spend.
 
-    ``ceiling`` is hf's GFLOP over the minimum within `irh run`'s calls: the speedup a scorer
-    doing the minimum work would get at the hf backend's FLOP rate. It is well above 4 where
-    documents have many multi-token options, and near 2 for two-option tasks with long prompts.
+    ``ceiling`` is hf's GFLOP over the least any exact scorer can spend on the whole run: the
+    speedup a scorer doing only that work would get at the hf backend's FLOP rate. It is well
+    above 4 where documents have many multi-token options, and near 2 for two-option tasks
+    with long prompts.
     """
     from harness.backends.fast import count_distinct_tokens
 
@@ -92,11 +95,13 @@ def count_work(lm: Any, tasks: list[str], phrasings: int, limit: int, seed: int,
     for task in tasks:
         pairs, keys = build_requests([task], phrasings, limit, seed, lm.apply_chat_template)
         encoded = [(tuple(c), tuple(t)) for c, t in (lm._encode_pair(a, b) for a, b in pairs)]
-        hf_tokens = hf_forward_tokens(encoded)
-        per_call = sum(count_distinct_tokens([c + t[:-1] for c, t in encoded[lo:hi]]) for lo, hi in call_spans(keys, chunk_size))
+        spans = call_spans(keys, chunk_size)
+        hf_tokens = hf_forward_tokens(encoded, spans)
+        per_call = sum(count_distinct_tokens([c + t[:-1] for c, t in encoded[lo:hi]]) for lo, hi in spans)
+        run_minimum = count_distinct_tokens([c + t[:-1] for c, t in encoded])
         projected = len({c + t[:j] for c, t in set(encoded) for j in range(len(t))})
         hf_gflop = 2 * (non_embedding + vocab) * hf_tokens / 1e9
-        min_gflop = 2 * (non_embedding * per_call + vocab * projected) / 1e9
+        min_gflop = 2 * (non_embedding * run_minimum + vocab * projected) / 1e9
         rows.append(
             {
                 "task": task,
@@ -105,7 +110,7 @@ def count_work(lm: Any, tasks: list[str], phrasings: int, limit: int, seed: int,
                 "options_per_document": len(encoded) / max(1, len({c for c, _ in encoded})),
                 "hf_tokens": hf_tokens,
                 "minimum_tokens_per_call": per_call,
-                "minimum_tokens_run": count_distinct_tokens([c + t[:-1] for c, t in encoded]),
+                "minimum_tokens_run": run_minimum,
                 "hf_gflop": hf_gflop,
                 "minimum_gflop": min_gflop,
                 "ceiling": hf_gflop / min_gflop,
@@ -121,14 +126,14 @@ def format_work(rows: list[dict[str, Any]]) -> str:
     ]
     for r in rows:
         lines.append(
-            f"| {r['task']} | {r['requests']} | {r['options_per_document']:.1f} | {r['hf_tokens']} | {r['minimum_tokens_per_call']} | "
+            f"| {r['task']} | {r['requests']} | {r['options_per_document']:.1f} | {r['hf_tokens']} | {r['minimum_tokens_run']} | "
             f"{r['hf_gflop']:.0f} | {r['minimum_gflop']:.0f} | {r['ceiling']:.2f}x |"
         )
     if len(rows) > 1:
         hf, low = sum(r["hf_gflop"] for r in rows), sum(r["minimum_gflop"] for r in rows)
         lines.append(
             f"| all | {sum(r['requests'] for r in rows)} | | {sum(r['hf_tokens'] for r in rows)} | "
-            f"{sum(r['minimum_tokens_per_call'] for r in rows)} | {hf:.0f} | {low:.0f} | {hf / low:.2f}x |"
+            f"{sum(r['minimum_tokens_run'] for r in rows)} | {hf:.0f} | {low:.0f} | {hf / low:.2f}x |"
         )
     return "\n".join(lines)
 
@@ -155,7 +160,7 @@ def worker(backend: str, config_path: Path, out_path: Path) -> None:
         results.extend(lm.loglikelihood(requests[lo:hi], disable_tqdm=True))
     wall = time.perf_counter() - start
     request_tokens = sum(len(c) + len(t) for c, t in encoded)
-    forward = lm.work.forward_tokens if hasattr(lm, "work") else hf_forward_tokens(encoded)
+    forward = lm.work.forward_tokens if hasattr(lm, "work") else hf_forward_tokens(encoded, call_spans(keys, config.get("chunk_size", 32)))
     # hf projects every input position onto the vocabulary; ours only the needed ones.
     projected = lm.work.projected_positions if hasattr(lm, "work") else forward
     embedding = lm.model.get_output_embeddings().weight

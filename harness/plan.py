@@ -85,6 +85,10 @@ def held_out_tasks_for(model_name: str, override: list[str] | None = None, famil
     return list(_family(model_name, families_file).get("held_out_tasks", []))
 
 
+def is_held_out(task_id: str, held_out_tasks: list[str]) -> bool:
+    return any(fnmatch.fnmatchcase(task_id, pattern) for pattern in held_out_tasks)
+
+
 def is_seen(entry: RegisteredInstruction, seen_collections: list[str]) -> bool:
     prov = entry.instruction.provenance
     return prov.status == "observed" and bool(set(prov.collections) & set(seen_collections))
@@ -116,6 +120,6 @@ def build_plan(
             entries = [e for e in entries if e.id in keep]
         if not entries:
             raise PlanError(f"no phrasing applies to {task.id}; add one under instructions/ (see README)")
-        held_out = any(fnmatch.fnmatchcase(task.id, pattern) for pattern in held_out_tasks)
+        held_out = is_held_out(task.id, list(held_out_tasks))
         items.extend(RunItem(task, e, not held_out and is_seen(e, list(seen_collections))) for e in entries)
     return items

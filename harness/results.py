@@ -49,6 +49,7 @@ class InstructionRecord(BaseModel):
     sha256: str
     status: Literal["observed", "unobserved"]
     collections: list[str] = Field(default_factory=list)
+    #: In a collection the model saw (a row's own `seen` also honours held_out_tasks).
     seen: bool
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from harness.backends.lm_eval import evaluate_chunk, has_chat_template
 from harness.backends.models import LoadedModel, ModelSpec, load_model
 from harness.data.catalog import dataset_status, load_documents, select_documents
-from harness.plan import RunItem
+from harness.plan import RunItem, is_held_out, is_seen
 from harness.registry import Registry
 from harness.render import option_scores, render_prompt
 from harness.results import (
@@ -105,7 +105,8 @@ def start_run(
                 sha256=item.entry.sha256,
                 status=item.entry.instruction.provenance.status,
                 collections=list(item.entry.instruction.provenance.collections),
-                seen=item.seen,
+                # In a collection the model saw; per task, held-out tasks still count unseen.
+                seen=is_seen(item.entry, seen_collections),
             )
             for item in items
         },
@@ -132,7 +133,7 @@ def items_from_manifest(registry: Registry, manifest: RunManifest) -> list[RunIt
                 f"phrasing {inst_id} changed since this run started; its old results cannot be "
                 f"merged with new ones. Restore it, or start a new run with `irh run`"
             )
-        items.append(RunItem(registry.task(task_id), entry, record.seen))
+        items.append(RunItem(registry.task(task_id), entry, record.seen and not is_held_out(task_id, manifest.held_out_tasks)))
     return items
 
 

@@ -22,6 +22,8 @@ def test_hf_work_runs_each_distinct_input_once() -> None:
     encoded = [((1, 2), (3,)), ((1, 2), (4,)), ((1, 2), (3, 5)), ((1, 2), (3, 6))]
     # One-token options share the input (1, 2); the two-token ones both run (1, 2, 3).
     assert hf_forward_tokens(encoded) == 2 + 3
+    # lm-eval shares nothing between calls.
+    assert hf_forward_tokens(encoded, [(0, 1), (1, 4)]) == 2 + 2 + 3
 
 
 def _distinct_prefixes(sequences: list[tuple[int, ...]]) -> int:
@@ -44,7 +46,9 @@ def test_work_counts_against_a_brute_force_minimum(tiny_model: Path, cache: Path
         inputs = [c + t[:-1] for c, t in encoded]
         assert row["requests"] == len(pairs)
         assert row["minimum_tokens_run"] == _distinct_prefixes(inputs)
-        assert row["minimum_tokens_per_call"] == sum(_distinct_prefixes(inputs[lo:hi]) for lo, hi in call_spans(keys, 32))
+        spans = call_spans(keys, 32)
+        assert row["minimum_tokens_per_call"] == sum(_distinct_prefixes(inputs[lo:hi]) for lo, hi in spans)
+        assert row["hf_tokens"] == sum(len(g) for lo, hi in spans for g in set(inputs[lo:hi]))
         assert row["minimum_tokens_run"] <= row["minimum_tokens_per_call"] < row["hf_tokens"]
         assert row["ceiling"] == pytest.approx(row["hf_gflop"] / row["minimum_gflop"])
     assert rows[0]["options_per_document"] > rows[1]["options_per_document"] == 2

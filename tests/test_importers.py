@@ -600,3 +600,38 @@ def test_tasks_held_out_of_a_familys_tuning_count_as_unseen(tmp_path: Path) -> N
     assert seen(seen_collections=["flan-2022"]) is True
     assert seen(seen_collections=["flan-2022"], held_out_tasks=["nli.*"]) is False
     assert seen(seen_collections=["flan-2022"], held_out_tasks=["mmlu.*"]) is True
+
+
+def test_resume_keeps_seen_per_task_when_one_phrasing_spans_a_held_out_task(cache: Path, tmp_path: Path) -> None:
+    """One family phrasing covers two MMLU subjects; with one subject held out, the other's
+    rows stay seen, at the start and on resume."""
+    from harness.backends.models import parse_model_spec
+    from harness.importers import SourceSpec, load_registry_with_observed
+    from harness.plan import build_plan
+    from harness.results import read_manifest
+    from harness.runner import items_from_manifest, start_run
+
+    row = {**ROWS[1], "status": "observed", "collections": ["flan-2022"], "source": "my notes p. 2"}
+    del row["author"]
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    registry, _ = load_registry_with_observed(sources=[SourceSpec("file", path)])
+    tasks = [registry.task("mmlu.abstract_algebra"), registry.task("mmlu.high_school_biology")]
+    held_out = ["mmlu.abstract_*"]
+    items = build_plan(registry, tasks, instruction_patterns=["mine.mmlu.01"], seen_collections=["flan-2022"], held_out_tasks=held_out)
+    assert {item.task.id: item.seen for item in items} == {"mmlu.abstract_algebra": False, "mmlu.high_school_biology": True}
+    run_dir, _ = start_run(
+        registry,
+        items,
+        parse_model_spec("irh-fake"),
+        reports_dir=tmp_path / "r",
+        placement="user",
+        seed=1,
+        limit=2,
+        chunk_size=2,
+        seen_collections=["flan-2022"],
+        held_out_tasks=held_out,
+    )
+    manifest = read_manifest(run_dir)
+    assert manifest.instructions["mine.mmlu.01"].seen is True and manifest.held_out_tasks == held_out
+    assert {item.task.id: item.seen for item in items_from_manifest(registry, manifest)} == {item.task.id: item.seen for item in items}

@@ -111,11 +111,32 @@ def test_system_split_refuses_where_the_head_depends_on_a_value() -> None:
         "{{ ('ab' * 1000)|replace('', 'cd' * 1000) }}",
         "{{ ('ab' * 1000).replace('b', 'cd' * 1000) }}",
         "{{ range(100000)|join('x' * 1000) }}",
+        "{{ range(100)|join(d='x' * 199999) }}",
         "{{ ('y' * 5000).join(['a'] * 1000) }}",
+        # Width times lines or tabs; named and string widths.
+        "{{ ('a\n' * 1000)|indent(199999) }}",
+        "{{ ('a\n' * 1000)|indent('x' * 199999) }}",
+        "{{ ('\t' * 100).expandtabs(tabsize=199999) }}",
+        "{{ ('ab ' * 60000)|wordwrap(2, wrapstring='x' * 100) }}",
+        "{{ ['a']|batch(10**9, 'x')|list }}",
+        "{{ choices|tojson(indent=10**6) }}",
+        # Widths from names, fills and nested string values.
+        "{{ '%(a)300000s' % {'a': 'x'} }}",
+        "{{ '%(a)300000s'|format(a='x') }}",
+        "{{ '{:0>300000}'.format(1) }}",
+        "{{ '{:>{}}'.format(1, '300000') }}",
+        # Growth spread over a loop, a namespace or a recursive macro.
+        "{% for i in range(20) %}{{ 'x' * 199999 }}{% endfor %}",
+        "{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}",
+        "{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}{% endfor %}{{ ns.s|length }}",
+        "{% macro f(s, n) %}{{ f(s ~ s, n - 1) if n else s|length }}{% endmacro %}{{ f('ab', 40) }}",
+        "{% set ns = namespace(x=3) %}{% for i in range(40) %}{% set ns.x = ns.x * ns.x %}{% endfor %}{{ ns.x > 0 }}",
+        "{{ (10**64) ** 64 }}",
+        "{{ lipsum(10**6) }}",
     ],
 )
 def test_sandbox_refuses_memory_bombs(text: str) -> None:
-    with pytest.raises(TemplateProblem, match=r"too large|more than"):
+    with pytest.raises(TemplateProblem, match=r"too large|more than|lipsum"):
         render_text(text, {"choices": ["a"]})
 
 
@@ -123,6 +144,11 @@ def test_sandbox_keeps_ordinary_string_work() -> None:
     text = (
         "{{ 'x'|center(5) }}|{{ 'a-b'|replace('-', ' ') }}|{{ choices|join(', ') }}|{{ '%3s' % 'x' }}|"
         "{{ '%s and %s'|format('a', 'b') }}|{{ '{:>3}'.format('y') }}|{{ 'q'.ljust(3, '.') }}|{{ 'line'|indent(2, true) }}|"
-        "{{ ', '.join(choices) }}|{{ 'aXbX'.replace('X', '', 1) }}"
+        "{{ ', '.join(choices) }}|{{ 'aXbX'.replace('X', '', 1) }}|{{ 'abc'.replace('a', 'bb', 1000000) }}|"
+        "{{ '100%% %s' % 'x' }}|{{ '%(a)s!'|format(a='y') }}|{{ ('a\nb')|indent('> ') }}|{{ {'k': 1}|join(',') }}|"
+        "{{ docs|join('; ', attribute='name') }}|{{ 'a' ~ 1 ~ 'b' }}|{{ 2 ** 10 }}|{{ [1] + [2] }}"
     )
-    assert render_text(text, {"choices": ["a", "b"]}) == "  x  |a b|a, b|  x|a and b|  y|q..|  line|a, b|abX"
+    docs = [{"name": "x", "body": "z" * 150_000}, {"name": "y", "body": "z" * 150_000}]
+    assert render_text(text, {"choices": ["a", "b"], "docs": docs}) == (
+        "  x  |a b|a, b|  x|a and b|  y|q..|  line|a, b|abX|bbbc|100% x|y!|a\n> b|k|x; y|a1b|1024|[1, 2]"
+    )

@@ -70,8 +70,9 @@ class PrefixCache:
     def _size(layers: Layers) -> int:
         return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in layers)
 
-    def longest(self, tokens: tuple[int, ...]) -> tuple[int, Layers]:
-        best, best_key = 0, None
+    def longest(self, tokens: tuple[int, ...], better_than: int = 0) -> tuple[int, Layers]:
+        """The cache of the longest head of ``tokens`` held, if longer than ``better_than``."""
+        best, best_key = better_than, None
         for key in self.entries:
             n = common_prefix_length(key, tokens)
             if n > best:
@@ -180,24 +181,31 @@ class FastScorer(HFLM):
     def _decoder(self) -> Any:
         return self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model.base_model
 
+    def _autocast(self) -> Any:
+        """The hf backend's ``mixed_precision_dtype`` autocast, around every forward pass."""
+        dtype = self.mixed_precision_dtype
+        return torch.autocast(device_type=self.device.type, dtype=dtype, enabled=dtype is not None)
+
     def _project(self, hidden: torch.Tensor) -> torch.Tensor:
         """Vocabulary log-probabilities (float32) for the given hidden states only."""
         self.work.projected_positions += hidden.shape[0]
         # All of the model's outputs, as the hf backend's log-softmax sees them (added tokens
         # such as chat markers included).
-        logits = self.model.get_output_embeddings()(hidden)
+        with self._autocast():
+            logits = self.model.get_output_embeddings()(hidden)
         return F.log_softmax(logits.float(), dim=-1)
 
     def _run(self, input_ids: torch.Tensor, cache: Any, attention_mask: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         self.work.forward_tokens += int(attention_mask[:, -input_ids.shape[1] :].sum())
         self.work.padded_tokens += input_ids.numel()
-        out = self._decoder()(
-            input_ids=input_ids,
-            past_key_values=cache,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            use_cache=True,
-        )
+        with self._autocast():
+            out = self._decoder()(
+                input_ids=input_ids,
+                past_key_values=cache,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                use_cache=True,
+            )
         return out.last_hidden_state
 
     def _cache_from(self, layers: Layers) -> Any:
@@ -251,7 +259,8 @@ class FastScorer(HFLM):
         lm-eval's own call, and ``generate`` runs only the uncached columns.
         """
         mask = generation_kwargs.get("attention_mask")
-        if mask is None or not self._shares_safely() or generation_kwargs.get("past_key_values") is not None:
+        several = any(int(generation_kwargs.get(k) or 1) > 1 for k in ("num_beams", "num_return_sequences"))
+        if mask is None or several or not self._shares_safely() or generation_kwargs.get("past_key_values") is not None:
             return super()._model_generate(context, max_length, stop, **generation_kwargs)
         width = context.shape[1]
         rows = [context[r, width - int(mask[r].sum()) :].tolist() for r in range(context.shape[0])]
@@ -311,8 +320,8 @@ class FastScorer(HFLM):
         """The KV cache of ``prefix``, given that of its first ``start`` tokens (``layers``):
         from the prefix cache where an earlier call encoded part or all of it, the rest run."""
         layers = layers or []
-        hit, hit_layers = self.prefix_cache.longest(prefix)
-        if hit > start:
+        hit, hit_layers = self.prefix_cache.longest(prefix, better_than=start)
+        if hit_layers:
             start, layers = hit, hit_layers
         if start < len(prefix):
             ids = torch.tensor([prefix[start:]], device=self.device)
@@ -422,9 +431,10 @@ class FastScorer(HFLM):
         cache = self._cache_from([(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in prefix_layers])
         self.work.forward_tokens += sum(len(t) for t in rows_tokens)
         self.work.padded_tokens += ids.numel()
-        hidden = self._decoder()(
-            input_ids=ids, past_key_values=cache, attention_mask=allowed, position_ids=positions, use_cache=True
-        ).last_hidden_state
+        with self._autocast():
+            hidden = self._decoder()(
+                input_ids=ids, past_key_values=cache, attention_mask=allowed, position_ids=positions, use_cache=True
+            ).last_hidden_state
         # Positions whose next-token distribution is needed: the last suffix token, and each
         # continuation token but the last.
         wanted: list[tuple[int, int]] = []
