@@ -102,7 +102,6 @@ class WorkCounter:
     """Tokens pushed through the transformer, for the benchmark's FLOP accounting."""
 
     forward_tokens: int = 0
-    padded_tokens: int = 0
     projected_positions: int = 0
     requests: int = 0
     unique_requests: int = 0
@@ -197,7 +196,6 @@ class FastScorer(HFLM):
 
     def _run(self, input_ids: torch.Tensor, cache: Any, attention_mask: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         self.work.forward_tokens += int(attention_mask[:, -input_ids.shape[1] :].sum())
-        self.work.padded_tokens += input_ids.numel()
         with self._autocast():
             out = self._decoder()(
                 input_ids=input_ids,
@@ -430,7 +428,6 @@ class FastScorer(HFLM):
             allowed[r, 0, length:, shared] = True  # padding rows attend somewhere (no NaN)
         cache = self._cache_from([(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in prefix_layers])
         self.work.forward_tokens += sum(len(t) for t in rows_tokens)
-        self.work.padded_tokens += ids.numel()
         with self._autocast():
             hidden = self._decoder()(
                 input_ids=ids, past_key_values=cache, attention_mask=allowed, position_ids=positions, use_cache=True

@@ -27,8 +27,6 @@ from harness.stats.data import PhrasingResults
 
 #: Columns every long-format CSV row needs.
 REQUIRED_COLUMNS = ("model", "task", "instruction_id", "status")
-#: Optional columns.
-OPTIONAL_COLUMNS = ("seen", "doc_id", "correct", "score", "n", "text")
 #: Metric fields of an lm-eval sample read as correctness, in order of preference.
 LM_EVAL_METRICS = ("acc", "exact_match")
 _LM_EVAL_NAME = re.compile(r"^samples_(?P<task>.+?)_(?P<date>\d{4}-\d{2}-\d{2}T[0-9.\-]+)$")
