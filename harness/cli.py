@@ -18,6 +18,58 @@ class UserError(click.ClickException):
     """A problem the user can fix; printed as one line, exit status 1."""
 
 
+#: The project's exception types that describe something the user can fix, as (module, class).
+#: They are looked up in sys.modules only: the module that raised one is loaded, so the check
+#: itself never imports anything.
+USER_ERRORS = (
+    ("harness.registry", "RegistryError"),
+    ("harness.plan", "PlanError"),
+    ("harness.backends.models", "ModelError"),
+    ("harness.data.cache", "DataMissing"),
+    ("harness.results", "RunError"),
+    ("harness.importers", "ObservedSourceError"),
+    ("harness.report.imports", "ImportProblem"),
+    ("harness.report.compare", "CompareProblem"),
+    ("harness.render", "TemplateProblem"),
+    ("harness.tune.record", "TuneError"),
+    ("harness.budget", "BudgetError"),
+)
+#: Modules whose KeyError("unknown ...") is a lookup of a name the user gave (task, phrasing).
+LOOKUP_MODULES = ("harness.registry", "harness.plan")
+
+
+def user_error_message(exc: BaseException) -> str | None:
+    """The one-line message for an exception the user can fix, or None for a bug (which keeps
+    its traceback)."""
+    for module_name, class_name in USER_ERRORS:
+        cls = getattr(sys.modules.get(module_name), class_name, None)
+        if isinstance(cls, type) and isinstance(exc, cls):
+            return str(exc)
+    if isinstance(exc, KeyError) and exc.args and str(exc.args[0]).startswith("unknown "):
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        if tb is not None and tb.tb_frame.f_globals.get("__name__") in LOOKUP_MODULES:
+            return str(exc.args[0])
+    return None
+
+
+class _Group(click.Group):
+    """The `irh` group: every verb's user errors become one line (`Error: ...`, exit 1), in
+    one place; any other exception keeps its traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.ClickException:
+            raise
+        except Exception as exc:
+            message = user_error_message(exc)
+            if message is None:
+                raise
+            raise UserError(message) from None
+
+
 def _registry(strict: bool = True, observed: str | None = None) -> Any:
     from harness.registry import RegistryError, load_registry
 
@@ -27,6 +79,12 @@ def _registry(strict: bool = True, observed: str | None = None) -> Any:
         return load_registry(strict=strict)
     except RegistryError as exc:
         raise UserError(f"{exc}\nRun `irh validate` after fixing these.") from None
+
+
+def _say_registry(registry: Any) -> None:
+    """One line on stderr naming the registry a command read, and why that one (see
+    `harness.registry.find_root`): a copy of the checkout must not silently read another's."""
+    click.echo(f"registry: {registry.root} ({registry.origin})", err=True)
 
 
 OBSERVED_HELP = (
@@ -55,7 +113,7 @@ def _split(values: tuple[str, ...]) -> list[str]:
     return [v.strip() for value in values for v in value.split(",") if v.strip()]
 
 
-@click.group()
+@click.group(cls=_Group)
 @click.version_option(__version__, prog_name="irh")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 def main(verbose: int) -> None:
@@ -87,17 +145,29 @@ def validate(docs: int, observed: str | None) -> None:
     the task's fields, verbalisers against its labels, and renders every phrasing on
     documents of every task it applies to, checking that its answer options are reachable.
     """
+    from harness.data.cache import DataMissing
     from harness.data.catalog import is_cached, load_documents
-    from harness.registry import check_renders
+    from harness.registry import Problem, check_renders
 
     registry = _registry(strict=False, observed=observed)
+    _say_registry(registry)
     documents = {}
+    data_problems: list[Problem] = []
+    corrupt: set[tuple[str, str]] = set()
     if docs > 0:
         for task in registry.tasks.values():
-            if is_cached(task.data_name, task.split):
-                documents[task.id] = load_documents(task.data_name, task.split)[:docs]
+            if (task.data_name, task.split) in corrupt:
+                continue
+            try:
+                if is_cached(task.data_name, task.split):
+                    documents[task.id] = load_documents(task.data_name, task.split)[:docs]
+            except DataMissing as exc:
+                # A corrupt cache is one problem among the others: its tasks' phrasings are
+                # still checked, on stand-in documents.
+                corrupt.add((task.data_name, task.split))
+                data_problems.append(Problem(f"data cache {task.data_name}/{task.split}", task.id, str(exc)))
     # Render checks run on whatever loaded, so that every kind of problem is listed at once.
-    problems = list(registry.problems) + check_renders(registry, documents)
+    problems = list(registry.problems) + data_problems + check_renders(registry, documents)
     if problems:
         for problem in problems:
             click.echo(str(problem), err=True)
@@ -117,6 +187,7 @@ def validate(docs: int, observed: str | None) -> None:
 def list_cmd(what: str, task_id: str | None, status: str | None, as_json: bool, observed: str | None) -> None:
     """List tasks, or phrasings with their provenance."""
     registry = _registry(observed=observed)
+    _say_registry(registry)
     if what == "tasks":
         rows: list[dict[str, Any]] = [
             {
@@ -220,7 +291,10 @@ def render(
         docs = select_documents(load_documents(task.data_name, task.split), limit, seed, task.id)[:count]
     except DataMissing as exc:
         raise UserError(str(exc)) from None
-    chat = None if no_chat or placement == "none" else chat_renderer(model_spec)
+    try:
+        chat = None if no_chat or placement == "none" else chat_renderer(model_spec)
+    except OSError as exc:
+        raise UserError(f"cannot load the tokenizer of {model_spec or 'the default model'}: {exc}") from None
     try:
         for view in rendered_views(entry.instruction, task, docs, placement, chat):
             click.echo(view)
@@ -276,10 +350,13 @@ def data_fetch(names: tuple[str, ...], hub: bool) -> None:
         if name in OFFLINE_SOURCES:
             sources[name] = OFFLINE_SOURCES[name]
             continue
-        try:
-            task = registry.task(name)
-        except KeyError as exc:
-            raise UserError(str(exc.args[0])) from None
+        if name not in registry.tasks:
+            import difflib
+
+            close = difflib.get_close_matches(name, [*OFFLINE_SOURCES, "all", *registry.tasks], n=3)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise UserError(f"unknown data name {name!r}: not a task id, {', '.join(OFFLINE_SOURCES)} or all.{hint} See `irh data list`.")
+        task = registry.task(name)
         source = offline_source_for(task.data_name)
         if source and not (hub and task.family == "mmlu"):
             sources[source.name] = source
@@ -365,6 +442,14 @@ def _progress_bar(desc: str) -> Any:
     help="Documents per lm-eval call; rows are flushed after each.",
 )
 @click.option("--seen", default=None, help="Collections the model saw in tuning (comma-separated); overrides harness/model_families.yaml.")
+@click.option(
+    "--seen-from",
+    type=click.Path(path_type=Path, exists=True),
+    default=None,
+    help="Take seen flags from this tune.json (or adapter folder): its train phrasings seen, the rest unseen. "
+    "A peft=FOLDER model with a tune.json needs no flag; use this for the base model of a comparison.",
+)
+@click.option("--controls", is_flag=True, help="Also score the control phrasings (no instruction, negated, random words, another task's).")
 @click.option("--reports-dir", type=click.Path(path_type=Path), default=Path("reports"), show_default=True)
 @click.option(
     "--resume",
@@ -375,6 +460,20 @@ def _progress_bar(desc: str) -> Any:
 )
 @click.option("--no-report", is_flag=True, help="Skip writing the report at the end.")
 @click.option("--observed", default=None, metavar="SOURCES", help=OBSERVED_HELP + " Give the same sources with --resume.")
+@click.option(
+    "--budget",
+    "budget_fraction",
+    type=click.FloatRange(min=0.0, max=1.0, min_open=True),
+    default=None,
+    help="Score only this fraction of the (phrasing, document) cells of each task and estimate the rest "
+    "(see README: Budgeted evaluation). With --resume: extend the run to this bigger budget.",
+)
+@click.option(
+    "--budget-cells",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Like --budget, as a number of cells shared among the tasks in proportion to their size.",
+)
 def run(
     models: tuple[str, ...],
     task_sel: tuple[str, ...],
@@ -391,12 +490,18 @@ def run(
     resume_dir: Path | None,
     no_report: bool,
     observed: str | None,
+    budget_fraction: float | None,
+    budget_cells: int | None,
+    seen_from: Path | None = None,
+    controls: bool = False,
 ) -> None:
     """Score every phrasing of the chosen tasks on the same documents."""
+    if budget_fraction is not None and budget_cells is not None:
+        raise UserError("give the budget as --budget F or --budget-cells N, not both")
     from harness.backends.models import ModelError, load_model, parse_model_spec
     from harness.data.cache import DataMissing
     from harness.data.catalog import OFFLINE_SOURCES, fetch_offline, is_cached, offline_source_for
-    from harness.plan import PlanError, build_plan, held_out_tasks_for, seen_collections_for, select_tasks
+    from harness.plan import PlanError, build_plan, describe_seen, held_out_tasks_for, seen_collections_for, select_tasks
     from harness.report.tables import write_report
     from harness.results import RunError
     from harness.runner import execute, resume_run, start_run
@@ -409,10 +514,25 @@ def run(
             previous = read_manifest(resume_dir)
         except RunError as exc:
             raise UserError(str(exc)) from None
+        if models:
+            _refuse_other_model(models, previous.model, resume_dir)
         registry = _registry(observed=",".join(previous.observed_sources) or observed)
+        from harness.controls import is_control_id, with_controls
+
+        if any(is_control_id(inst) for _, inst in previous.plan):
+            registry = with_controls(registry, [registry.task(t) for t in previous.tasks], seed=previous.seed)
+        from harness.results import busy_error, check_liveness
+
+        # A `running` left by kill -9 looks like a live run: say which it is before resuming.
+        # (The lock resume_run takes is what guarantees one writer; this is the early word.)
+        liveness = check_liveness(resume_dir)
+        if liveness.state == "writing":
+            raise UserError(str(busy_error(resume_dir)))
+        if liveness.state in ("abandoned", "unknown"):
+            click.echo(f"note: {liveness.summary}; resuming", err=True)
         bar = _progress_bar(f"resuming {resume_dir.name}")
         try:
-            manifest = resume_run(registry, resume_dir, progress=bar)
+            manifest = resume_run(registry, resume_dir, progress=bar, budget_fraction=budget_fraction, budget_cells=budget_cells)
         except (RunError, DataMissing, ModelError, KeyError) as exc:
             raise UserError(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from None
         except KeyboardInterrupt:
@@ -428,6 +548,10 @@ def run(
         tasks = select_tasks(registry, selectors)
     except (PlanError, KeyError) as exc:
         raise UserError(str(exc.args[0])) from None
+    if controls:
+        from harness.controls import with_controls
+
+        registry = with_controls(registry, tasks, seed=seed)
     # Fetch what the chosen tasks need, once per source.
     for name in sorted({s.name for t in tasks if not is_cached(t.data_name, t.split) for s in [offline_source_for(t.data_name)] if s}):
         click.echo(f"fetching data: {OFFLINE_SOURCES[name].description}", err=True)
@@ -441,6 +565,12 @@ def run(
             override = _split((seen,)) if seen is not None else None
             seen_cols = seen_collections_for(spec.label, override)
             held_out = held_out_tasks_for(spec.label, override)
+            tuned = _tuned_split(spec, seen_from)
+            if tuned is not None:
+                from harness.plan import check_tuned_documents
+
+                check_tuned_documents(registry, tuned[0], tasks, limit, seed)
+                click.echo(f"seen flags: the train phrasings recorded in {tuned[1]} (held-out phrasings count unseen)", err=True)
             items = build_plan(
                 registry,
                 tasks,
@@ -449,10 +579,17 @@ def run(
                 seen_collections=seen_cols,
                 held_out_tasks=held_out,
                 seed=seed,
+                seen_ids=tuned[0].seen_ids() if tuned is not None else None,
             )
+            if tuned is None:
+                click.echo(describe_seen(items, spec.label, override), err=True)
             # Load the model before creating the run folder: a bad spec leaves nothing behind.
             click.echo(f"loading model {spec.label} ...", err=True)
             model = load_model(spec)
+            if tuned is not None and "seen_from" not in model.info:
+                from harness.tune.record import describe_seen_source
+
+                model.info["seen_from"] = describe_seen_source(*tuned)
             run_dir, manifest = start_run(
                 registry,
                 items,
@@ -465,6 +602,8 @@ def run(
                 seen_collections=seen_cols,
                 held_out_tasks=held_out,
                 observed_sources=_split((observed,)) if observed else [],
+                budget_fraction=budget_fraction,
+                budget_cells=budget_cells,
             )
         except (PlanError, ModelError, DataMissing) as exc:
             raise UserError(str(exc)) from None
@@ -484,6 +623,42 @@ def run(
         finally:
             bar.close()
         _finish(run_dir, manifest.status, no_report, write_report)
+
+
+def _tuned_split(spec: Any, seen_from: Path | None) -> tuple[Any, Path] | None:
+    """The tune.json that decides a run's seen flags: --seen-from, else the adapter's own."""
+    from harness.backends.models import tune_record_of
+    from harness.tune.record import read_tune_record
+
+    if seen_from is not None:
+        return read_tune_record(seen_from), seen_from
+    return tune_record_of(spec)
+
+
+def _refuse_other_model(models: tuple[str, ...], recorded: dict[str, Any], resume_dir: Path) -> None:
+    """--resume scores with the run's own model; refuse a --model that names another one
+    rather than silently ignoring it."""
+    from harness.backends.models import DEFAULT_MODEL, DEFAULT_NAME, ModelError, parse_model_spec
+
+    for text in models:
+        if text == DEFAULT_MODEL:
+            given: tuple[str, str, dict[str, str]] = ("irh-fast", DEFAULT_NAME, {})
+        else:
+            try:
+                spec = parse_model_spec(text)
+            except ModelError as exc:
+                raise UserError(str(exc)) from None
+            # Only the arguments written out count: defaults filled in here may differ harmlessly.
+            written = {part.partition("=")[0].strip() for part in text.partition(":")[2].split(",") if part.strip()}
+            given = (spec.backend, spec.label, {k: v for k, v in spec.args.items() if k in written})
+        args = recorded.get("args") or {}
+        if (given[0], given[1]) != (recorded.get("backend"), recorded.get("name")) or any(
+            str(args.get(k)) != v for k, v in given[2].items()
+        ):
+            raise UserError(
+                f"{resume_dir} was run with model {recorded.get('name')} ({recorded.get('backend')}), not {text}; "
+                f"--resume always uses the run's own model: drop --model, or start a new run with `irh run --model {text}`"
+            )
 
 
 def _finish(run_dir: Path, status: str, no_report: bool, write_report: Any) -> None:
@@ -509,7 +684,8 @@ def _finish(run_dir: Path, status: str, no_report: bool, write_report: Any) -> N
     "--model",
     "model_name",
     default=None,
-    help="With --import: name the model of lm-eval files, or pick one model of a CSV holding several.",
+    help="With --import: name the model of lm-eval files, or pick one model of a CSV holding several "
+    "(default: every model, each in a subfolder of --out, and their comparison in --out).",
 )
 @click.option(
     "--task", "import_task", default=None, help="With --import: task id of lm-eval files (default: the lm-eval task in the file name)."
@@ -540,28 +716,34 @@ def report(
     """Write report.md, report.html, per_instruction.csv, per_task.csv, per_group.csv and summary.json
     for a run folder, or for imported results (see harness/report/README.md for the formats)."""
     from harness.report.imports import ImportOptions, ImportProblem, import_results
-    from harness.report.tables import write_report, write_source_report
+    from harness.report.tables import write_import_reports, write_report
     from harness.results import RunError
 
     if (run_dir is None) == (not imports):
         raise UserError("give either RUN_DIR or --import FILE (with --out DIR)")
     try:
         if run_dir is not None:
+            from harness.results import describe_liveness
+
+            # A report of a run still being written, or abandoned, is partial: say so.
+            warning = describe_liveness(run_dir)
+            if warning:
+                click.echo(f"warning: {warning}", err=True)
             paths = write_report(run_dir, out, n_boot=n_boot, seed=seed, html=not no_html)
         else:
             if out is None:
                 raise UserError("--import needs --out DIR: where to write the report")
             options = ImportOptions(model_name, import_task, instruction_id, frozenset(_split((seen_instructions or "",))))
             sources = import_results(list(imports), options)
-            if len(sources) > 1:
-                chosen = [s for s in sources if s.model == model_name]
-                if not chosen:
-                    names = ", ".join(s.model for s in sources)
-                    raise UserError(
-                        f"the import holds several models ({names}); pick one with --model, or compare them with `irh compare FILE`"
-                    )
-                sources = chosen
-            paths = write_source_report(sources[0], out, n_boot=n_boot, seed=seed, html=not no_html)
+            if len(sources) > 1 and model_name is not None:
+                sources = [s for s in sources if s.model == model_name]
+                if not sources:
+                    raise UserError(f"--model {model_name}: not in the import; leave --model out to report every model")
+            # Several models: one report per model in subfolders of --out, and their comparison in --out.
+            written = write_import_reports(sources, out, n_boot=n_boot, seed=seed, html=not no_html)
+            paths = written.paths
+            if written.no_comparison:
+                click.echo(f"no comparison: {written.no_comparison}", err=True)
     except (RunError, ImportProblem) as exc:
         raise UserError(str(exc)) from None
     for path in paths.values():
@@ -577,11 +759,12 @@ def report(
 @click.option("--seed", default=0, show_default=True, help="Bootstrap seed.")
 @click.option("--no-html", is_flag=True, help="Skip compare.html and its plots.")
 def compare(sources: tuple[Path, ...], out: Path | None, n_boot: int, seed: int, no_html: bool) -> None:
-    """Compare models across phrasings: SOURCES are run folders or import files (a CSV may hold several models).
+    """Compare models across phrasings: SOURCES are run folders, import files (a CSV may hold several models)
+    or folders written by `irh report --import`.
 
     Writes compare.md, compare.csv, compare_pairs.csv, compare.json and compare.html.
     """
-    from harness.report.compare import default_compare_dir, write_compare
+    from harness.report.compare import CompareProblem, default_compare_dir, write_compare
     from harness.report.imports import ImportProblem, load_sources
     from harness.results import RunError
 
@@ -591,7 +774,10 @@ def compare(sources: tuple[Path, ...], out: Path | None, n_boot: int, seed: int,
         raise UserError(str(exc)) from None
     if len(loaded) < 2:
         raise UserError(f"a comparison needs at least two models; got {len(loaded)} from {len(sources)} source(s)")
-    paths = write_compare(loaded, out or default_compare_dir(), n_boot=n_boot, seed=seed, html=not no_html)
+    try:
+        paths = write_compare(loaded, out or default_compare_dir(), n_boot=n_boot, seed=seed, html=not no_html)
+    except CompareProblem as exc:
+        raise UserError(str(exc)) from None
     for path in paths.values():
         click.echo(str(path))
 
@@ -608,8 +794,9 @@ def import_group() -> None:
 @click.argument("sources", nargs=-1)
 @click.option("--skipped", is_flag=True, help="Also list every skipped item under its reason.")
 @click.option("--ids", is_flag=True, help="Also list the imported phrasing ids.")
+@click.option("--by-task", is_flag=True, help="Also a table per task: imported by status and collection, skipped.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def import_list(sources: tuple[str, ...], skipped: bool, ids: bool, as_json: bool) -> None:
+def import_list(sources: tuple[str, ...], skipped: bool, ids: bool, by_task: bool, as_json: bool) -> None:
     """Per-importer counts: phrasings imported (by status) and items skipped (by reason).
 
     SOURCES as for --observed (default: flan promptsource promptbench): flan, promptsource,
@@ -641,6 +828,11 @@ def import_list(sources: tuple[str, ...], skipped: bool, ids: bool, as_json: boo
             if skipped:
                 for item in (s.item for s in result.skipped if s.reason == reason):
                     click.echo(f"             {item}")
+        if by_task:
+            from harness.counts import target_breakdown
+            from harness.importers.instructioneval import skip_target
+
+            click.echo(target_breakdown(result, skip_target if result.importer == "instructioneval" else None))
 
 
 @import_group.command(name="readme")
@@ -753,6 +945,199 @@ def bench(
     click.echo(format_summary(summary))
     if json_out:
         json_out.write_text(json.dumps(summary, indent=2))
+
+
+@main.command(name="budget-check")
+@click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for budget_check.csv, .md and .png.")
+@click.option(
+    "--budgets",
+    default="1,2,5,10,20,50",
+    show_default=True,
+    help="Budgets to check, as percentages of the full run's cells (comma-separated).",
+)
+@click.option("--repeats", type=click.IntRange(min=1), default=50, show_default=True, help="Subsamples per budget.")
+@click.option(
+    "--bootstrap", "n_boot", type=click.IntRange(min=10), default=200, show_default=True, help="Bootstrap replicates per estimate."
+)
+@click.option("--seed", default=0, show_default=True, help="First design seed (repeat r uses seed + r).")
+@click.option(
+    "--estimator",
+    "estimators",
+    multiple=True,
+    type=click.Choice(["model", "sampled-mean"]),
+    help="Estimators to check (default: both).",
+)
+def budget_check(
+    sources: tuple[Path, ...], out: Path, budgets: str, repeats: int, n_boot: int, seed: int, estimators: tuple[str, ...]
+) -> None:
+    """Check budgeted estimation on full runs (run folders, or files `irh report --import` reads).
+
+    Subsamples each task's phrasing x document matrix at several budgets and reports each
+    estimator's error against the full run and its CIs' coverage: decide from it whether to
+    trust a budgeted run.
+    """
+    from harness.report.budget_check import run_budget_check
+    from harness.stats.budget import ESTIMATORS
+
+    try:
+        shares = [float(b) / 100.0 for b in budgets.split(",") if b.strip()]
+    except ValueError:
+        raise UserError(f"--budgets {budgets!r}: give percentages separated by commas, e.g. 1,2,5,10") from None
+    if not shares or any(not 0.0 < b <= 1.0 for b in shares):
+        raise UserError(f"--budgets {budgets!r}: each budget must be a percentage in (0, 100]")
+    # Unreadable sources raise ImportProblem / RunError, which the group prints as one line.
+    paths, notes = run_budget_check(
+        list(sources), out, shares, repeats, n_boot, seed, estimators or ESTIMATORS, show_progress=sys.stderr.isatty()
+    )
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+    for path in paths:
+        click.echo(str(path))
+
+
+
+# --------------------------------------------------------------------------- tune
+
+
+@main.command()
+@click.option("--model", "model_spec", default="default", show_default=True, help="Base model: `default`, a folder, or hf:pretrained=...")
+@click.option("--tasks", "task_sel", multiple=True, help="Multiple-choice task ids, globs or families; comma-separated.")
+@click.option(
+    "--method",
+    type=click.Choice(["lora", "lora+kl", "prompt", "prompt+kl"]),
+    default=None,
+    help="LoRA or soft-prompt tuning, each with or without the KL term across paraphrases.",
+)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Adapter folder (default: adapters/<model>_<method>_s<seed>).")
+@click.option("--steps", type=click.IntRange(min=1), default=60, show_default=True)
+@click.option("--lr", "learning_rate", type=float, default=None, help="Learning rate (default: 3e-4 LoRA, 3e-2 prompt).")
+@click.option("--kl-weight", type=float, default=1.0, show_default=True, help="λ of the KL term (+kl methods only).")
+@click.option(
+    "--paraphrases", type=click.IntRange(min=1), default=3, show_default=True, help="Train paraphrases beside the original per document."
+)
+@click.option("--docs-per-step", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--train-fraction", type=float, default=0.5, show_default=True, help="Share of each task's phrasings tuned on (seeded).")
+@click.option("--train-instructions", "train_sel", multiple=True, help="Explicit train phrasing globs (the first match is the original).")
+@click.option("--train-docs", type=click.IntRange(min=1), default=64, show_default=True, help="Training documents per task (at most).")
+@click.option(
+    "--eval-limit",
+    type=click.IntRange(min=1),
+    default=30,
+    show_default=True,
+    help="Documents per task kept for evaluation: evaluate with `irh run --limit` this and the same --seed.",
+)
+@click.option(
+    "--max-length", type=click.IntRange(min=16), default=384, show_default=True, help="Longest prompt in tokens (left-truncated)."
+)
+@click.option("--lora-r", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option(
+    "--virtual-tokens", "num_virtual_tokens", type=click.IntRange(min=1), default=20, show_default=True, help="Soft-prompt length N."
+)
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16"]), default="auto", show_default=True)
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--placement", type=click.Choice(["user", "system", "none"]), default="user", show_default=True)
+@click.option("--seed", default=1234, show_default=True)
+@click.option("--resume", "resume_dir", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None)
+def tune(
+    model_spec: str,
+    task_sel: tuple[str, ...],
+    method: str | None,
+    out: Path | None,
+    steps: int,
+    learning_rate: float | None,
+    kl_weight: float,
+    paraphrases: int,
+    docs_per_step: int,
+    train_fraction: float,
+    train_sel: tuple[str, ...],
+    train_docs: int,
+    eval_limit: int,
+    max_length: int,
+    lora_r: int,
+    num_virtual_tokens: int,
+    dtype: str,
+    checkpoint_every: int,
+    placement: str,
+    seed: int,
+    resume_dir: Path | None,
+) -> None:
+    """Tune a model on some phrasings of some tasks (LoRA or soft prompt, with or without KL)."""
+    from harness.tune.record import TuneError
+    from harness.tune.train import TuneConfig, prepare_tuning, resume_tuning, run_tuning
+
+    registry = _registry()
+    bar = _tune_bar()
+    try:
+        if resume_dir is not None:
+            record = resume_tuning(registry, resume_dir, progress=bar)
+            folder = resume_dir
+        else:
+            if method is None:
+                raise UserError("give --method lora, lora+kl, prompt or prompt+kl")
+            tasks = tuple(_split(task_sel)) or ("bbl.strategyqa",)
+            model_name = "default" if model_spec == "default" else Path(model_spec.split("=")[-1]).name
+            folder = out or Path("adapters") / f"{model_name}_{method.replace('+', '-')}_s{seed}"
+            config = TuneConfig(
+                model=model_spec,
+                tasks=tasks,
+                method=method,
+                out=folder,
+                steps=steps,
+                learning_rate=learning_rate,
+                kl_weight=kl_weight,
+                paraphrases_per_batch=paraphrases,
+                docs_per_step=docs_per_step,
+                train_fraction=train_fraction,
+                train_patterns=tuple(_split(train_sel)),
+                train_docs=train_docs,
+                eval_limit=eval_limit,
+                max_length=max_length,
+                lora_r=lora_r,
+                lora_alpha=2 * lora_r,
+                num_virtual_tokens=num_virtual_tokens,
+                dtype=dtype,
+                checkpoint_every=checkpoint_every,
+                placement=placement,
+                seed=seed,
+            )
+            prepared = prepare_tuning(registry, config)
+            for data in prepared.tasks:
+                s = data.split
+                click.echo(
+                    f"{data.task.id}: {len(s.train)} train / {len(s.held_out)} held-out phrasings; "
+                    f"{len(s.train_doc_ids)} train documents ({s.train_split}), {len(s.eval_doc_ids)} kept for evaluation",
+                    err=True,
+                )
+            record = run_tuning(registry, prepared, progress=bar)
+    except TuneError as exc:
+        raise UserError(str(exc)) from None
+    except KeyboardInterrupt:
+        raise UserError("interrupted; continue with `irh tune --resume FOLDER` (from the last checkpoint)") from None
+    finally:
+        bar.close()
+    base = record.base_model["pretrained"]
+    limit = next(iter(record.tasks.values())).eval_limit
+    backend = "hf"
+    click.echo(f"tuned {record.method} in {record.seconds:.0f} s, peak memory {record.peak_memory_mib} MiB: {folder}", err=True)
+    tasks_arg = ",".join(record.tasks)
+    spec = f"{backend}:pretrained={base},peft={folder}"
+    click.echo(f"evaluate: irh run --model {spec} --tasks {tasks_arg} --limit {limit} --seed {record.seed}")
+
+
+def _tune_bar() -> Any:
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, desc="tuning", unit="step", dynamic_ncols=True, file=sys.stderr)
+
+    def update(done: int, total: int, losses: dict[str, float]) -> None:
+        bar.total = total
+        bar.n = done
+        bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
+        bar.refresh()
+
+    update.close = bar.close  # type: ignore[attr-defined]
+    return update
 
 
 if __name__ == "__main__":

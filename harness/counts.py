@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from harness.importers.result import ImportResult
@@ -114,3 +114,40 @@ def read_section(path: Path) -> str | None:
     if start < 0 or end < start:
         return None
     return text[start : end + len(END)]
+
+
+def _status_key(entry_status: str, collections: list[str]) -> str:
+    return "unobserved" if entry_status == "unobserved" else "observed " + "+".join(collections)
+
+
+def target_breakdown(result: ImportResult, skip_target: Callable[[str], str | None] | None = None) -> str:
+    """Markdown table of one import by target: imported per status (and collection), skipped.
+
+    Args:
+        result: one importer's result.
+        skip_target: the target a skipped item belongs to (None: unknown); without it every
+            skip counts in an ``(unattributed)`` row.
+    """
+    imported: dict[str, Counter[str]] = {}
+    for entry in result.phrasings:
+        prov = entry.instruction.provenance
+        imported.setdefault(entry.target, Counter())[_status_key(prov.status, list(prov.collections))] += 1
+    skipped: Counter[str] = Counter()
+    for skip in result.skipped:
+        skipped[(skip_target(skip.item) if skip_target else None) or "(unattributed)"] += 1
+    columns = sorted({k for c in imported.values() for k in c}, key=lambda k: (k != "unobserved", k))
+    lines = [
+        "| Target | " + " | ".join(columns) + " | Imported | Skipped | Total |",
+        "| --- |" + " ---: |" * (len(columns) + 3),
+    ]
+    totals: Counter[str] = Counter()
+    for target in sorted(set(imported) | set(skipped)):
+        counts = imported.get(target, Counter())
+        n_imported, n_skipped = sum(counts.values()), skipped[target]
+        totals.update(counts)
+        cells = " | ".join(str(counts[c]) for c in columns)
+        lines.append(f"| `{target}` | {cells} | {n_imported} | {n_skipped} | {n_imported + n_skipped} |")
+    n_imported, n_skipped = sum(totals.values()), sum(skipped.values())
+    cells = " | ".join(f"**{totals[c]}**" for c in columns)
+    lines.append(f"| **all** | {cells} | **{n_imported}** | **{n_skipped}** | **{n_imported + n_skipped}** |")
+    return "\n".join(lines)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import random
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,10 +53,23 @@ def select_tasks(registry: Registry, selectors: list[str]) -> list[TaskSpec]:
             try:
                 hits = _match([sel], ids)
             except PlanError:
-                registry.task(sel)  # raises with close matches
-                raise
+                raise PlanError(_unknown_selector(sel, ids, sorted({t.family for t in registry.tasks.values()}))) from None
         chosen.extend(h for h in hits if h not in chosen)
     return [registry.tasks[i] for i in chosen]
+
+
+def _unknown_selector(selector: str, ids: list[str], families: list[str]) -> str:
+    """The error for a task selector that names nothing, with the closest families, ids or globs."""
+    is_glob = any(c in selector for c in "*?[")
+    # A glob is compared by its literal head (`bbll.*` -> `bbll.`), against families and ids.
+    literal = selector.split("*")[0].split("?")[0].split("[")[0].rstrip(".") if is_glob else selector
+    candidates = families + ids
+    close = difflib.get_close_matches(literal, candidates, n=3, cutoff=0.6) if literal else []
+    if is_glob:
+        close = [f"{c}.*" if c in families else c for c in close]
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    kind = "task glob" if is_glob else "task"
+    return f"unknown {kind} {selector!r} (no task id or family matches it).{hint} See `irh list tasks`."
 
 
 def _family(model_name: str, families_file: Path) -> dict[str, Any]:
@@ -85,6 +100,38 @@ def held_out_tasks_for(model_name: str, override: list[str] | None = None, famil
     return list(_family(model_name, families_file).get("held_out_tasks", []))
 
 
+def describe_seen(items: list[RunItem], model_name: str, override: list[str] | None, families_file: Path = FAMILIES_FILE) -> str:
+    """One line that says what *seen* means for this model in this plan, and where it comes from.
+
+    A user should learn before the run, not from a "not applicable" row in the report, that the
+    model saw none of the loaded phrasings, and what to do about it.
+    """
+    n_seen = sum(1 for item in items if item.seen)
+    n_observed = sum(1 for item in items if item.entry.instruction.provenance.status == "observed")
+    if override is not None:
+        origin = f"--seen {','.join(override) or '(none)'}"
+        collections = override
+    else:
+        family = _family(model_name, families_file)
+        collections = list(family.get("collections", []))
+        origin = f"family {family['family']} in harness/model_families.yaml" if family else "no family in harness/model_families.yaml matches this model"
+    line = (
+        f"seen vs unseen: {n_seen} of {len(items)} (task, phrasing) pairs seen "
+        f"(collections counted as seen: {', '.join(collections) or 'none'}; from {origin})"
+    )
+    if n_seen == 0:
+        why = (
+            "no observed phrasings are loaded (add some with --observed)"
+            if n_observed == 0
+            else f"none of the {n_observed} observed phrasing pairs comes from a collection this model saw"
+        )
+        line += (
+            f"; {why}, so the report's seen-vs-unseen comparison will read 'not applicable'. "
+            "Declare collections with --seen COLL,... (see README: Seen vs unseen)"
+        )
+    return line
+
+
 def is_held_out(task_id: str, held_out_tasks: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(task_id, pattern) for pattern in held_out_tasks)
 
@@ -103,11 +150,14 @@ def build_plan(
     seen_collections: list[str] = (),  # type: ignore[assignment]
     held_out_tasks: list[str] = (),  # type: ignore[assignment]
     seed: int = 1234,
+    seen_ids: Mapping[str, Collection[str]] | None = None,
 ) -> list[RunItem]:
     """Every (task, phrasing) pair to score, with the phrasing's seen flag for this model.
 
     ``max_instructions`` keeps a seeded random subset of each task's phrasings (the same
-    subset for every model with the same seed), in registry order.
+    subset for every model with the same seed), in registry order. ``seen_ids`` (per task,
+    the phrasing ids a tuned model was trained on, from its tune.json) decides the seen flag
+    of its tasks' phrasings instead of the collections; control phrasings are never seen.
     """
     items: list[RunItem] = []
     for task in tasks:
@@ -121,5 +171,35 @@ def build_plan(
         if not entries:
             raise PlanError(f"no phrasing applies to {task.id}; add one under instructions/ (see README)")
         held_out = is_held_out(task.id, list(held_out_tasks))
+        if seen_ids is not None and task.id in seen_ids:
+            tuned = set(seen_ids[task.id])
+            items.extend(RunItem(task, e, e.id in tuned and not is_control(e)) for e in entries)
+            continue
         items.extend(RunItem(task, e, not held_out and is_seen(e, list(seen_collections))) for e in entries)
     return items
+
+
+def is_control(entry: RegisteredInstruction) -> bool:
+    """A control phrasing (harness/controls.py): scored, but kept out of every statistic."""
+    return str(entry.instruction.provenance.status) == "control"
+
+
+def check_tuned_documents(registry: Registry, record: Any, tasks: list[TaskSpec], limit: int | None, seed: int) -> None:
+    """Refuse a run of a tuned model that would score documents it was trained on.
+
+    ``record`` is the model's tune.json (harness.tune.record.TuneRecord). The run scores
+    ``select_documents(docs, limit, seed)`` of each task, as `irh run` does.
+    """
+    from harness.data.catalog import load_documents, select_documents
+
+    for task in tasks:
+        split = record.tasks.get(task.id)
+        if split is None or split.train_split != task.split:
+            continue
+        chosen = {d["id"] for d in select_documents(load_documents(task.data_name, task.split), limit, seed, task.id)}
+        overlap = chosen & set(split.train_doc_ids)
+        if overlap:
+            raise PlanError(
+                f"{len(overlap)} of the {len(chosen)} documents of {task.id} this run would score were trained on "
+                f"(tune.json); evaluate with --limit {split.eval_limit} --seed {split.eval_seed}, as the tuning recorded"
+            )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,27 +22,37 @@ from harness.schema import Instruction, InstructionFile, TaskFile, TaskSpec, nor
 #: task are called near-duplicates. 0.95 flags phrasings that differ by a word or two in a
 #: sentence-length text, and leaves alone ones that differ in structure.
 NEAR_DUPLICATE_THRESHOLD = 0.95
+#: A registry file larger than this is refused before it is parsed: the largest real one is
+#: about 13 kB, and a huge text makes every load (and every `irh` command) crawl.
+MAX_REGISTRY_FILE_BYTES = 1_000_000
+
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class Problem(NamedTuple):
-    """One validation problem, located as precisely as we can."""
+    """One validation problem, located as precisely as we can: ``file:line: id: message``."""
 
     file: str
     item: str
     message: str
+    line: int | None = None
 
     def __str__(self) -> str:
-        where = f"{self.file}: {self.item}" if self.item else self.file
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        if self.item:
+            where = f"{where}: {self.item}"
         return f"{where}: {self.message}"
 
 
 class RegistryError(Exception):
     """Raised when the registry has problems; carries all of them."""
 
-    def __init__(self, problems: list[Problem]):
+    def __init__(self, problems: list[Problem], where: str = ""):
         self.problems = problems
         lines = "\n".join(f"  {p}" for p in problems)
-        super().__init__(f"{len(problems)} problem(s) in the registry:\n{lines}")
+        # Name the registry: a copy of the checkout and the installed one look alike.
+        at = f" at {where}" if where else ""
+        super().__init__(f"{len(problems)} problem(s) in the registry{at}:\n{lines}")
 
 
 @dataclass(frozen=True)
@@ -51,6 +63,8 @@ class RegisteredInstruction:
     file: str
     target_kind: str
     target: str
+    #: Line of the phrasing in its file (None for phrasings imported at run time).
+    line: int | None = None
 
     @property
     def id(self) -> str:
@@ -67,8 +81,12 @@ class Registry:
 
     tasks: Mapping[str, TaskSpec]
     instructions: Mapping[str, RegisteredInstruction]
+    #: The folder holding tasks/ and instructions/ (see :func:`find_root`).
     root: Path
     problems: tuple[Problem, ...] = field(default=())
+    #: How ``root`` was chosen, in words (``IRH_REGISTRY``, the nearest folder above the
+    #: working directory, the installed package's, or given by the caller); run.json records it.
+    origin: str = ""
 
     def task(self, task_id: str) -> TaskSpec:
         try:
@@ -120,33 +138,152 @@ def text_sha256(instruction: Instruction) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def default_root() -> Path:
-    """The folder holding `tasks/` and `instructions/`: IRH_REGISTRY, else the source checkout."""
-    import os
+class RegistryRoot(NamedTuple):
+    """Where the registry is, and why there (said by `irh validate` and `irh list`)."""
 
+    path: Path
+    origin: str
+
+
+#: The folder this package was installed from (an editable install of a checkout).
+INSTALLED_ROOT = Path(__file__).resolve().parent.parent
+
+
+def find_root(cwd: Path | None = None) -> RegistryRoot:
+    """The folder holding `tasks/` and `instructions/`: ``IRH_REGISTRY`` if set; else the
+    nearest folder at or above the working directory that holds both; else the installed
+    package's. Commands thus read the phrasings of the checkout the user stands in."""
     env = os.environ.get("IRH_REGISTRY")
     if env:
-        return Path(env)
-    return Path(__file__).resolve().parent.parent
+        return RegistryRoot(Path(env), "IRH_REGISTRY")
+    here = (cwd or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "tasks").is_dir() and (folder / "instructions").is_dir():
+            return RegistryRoot(folder, "nearest tasks/ + instructions/ at or above the working directory")
+    return RegistryRoot(INSTALLED_ROOT, "the installed package's; no tasks/ + instructions/ at or above the working directory")
 
 
-def _read_yaml(path: Path, problems: list[Problem], rel: str) -> Any:
+def default_root() -> Path:
+    """The folder holding `tasks/` and `instructions/` (see :func:`find_root`)."""
+    return find_root().path
+
+
+class _Marks(NamedTuple):
+    """Lines (1-based) of a registry file's parts, so problems can name them."""
+
+    #: Top-level key -> line.
+    keys: dict[str, int]
+    #: ``instructions`` / ``tasks`` -> each entry's line and the lines of its keys.
+    items: dict[str, list[tuple[int, dict[str, int]]]]
+
+    def of(self, loc: tuple[Any, ...]) -> int | None:
+        """The line of a pydantic error location, as precisely as known."""
+        if len(loc) >= 2 and isinstance(loc[1], int) and loc[0] in self.items and loc[1] < len(self.items[loc[0]]):
+            line, keys = self.items[loc[0]][loc[1]]
+            return keys.get(str(loc[2]), line) if len(loc) > 2 else line
+        return self.keys.get(str(loc[0])) if loc else None
+
+
+_NO_MARKS = _Marks({}, {})
+
+
+def _marks_of(node: yaml.Node | None) -> _Marks:
+    if not isinstance(node, yaml.MappingNode):
+        return _NO_MARKS
+    keys: dict[str, int] = {}
+    items: dict[str, list[tuple[int, dict[str, int]]]] = {}
+    for key, value in node.value:
+        name = str(key.value)
+        keys[name] = key.start_mark.line + 1
+        if isinstance(value, yaml.SequenceNode):
+            items[name] = [
+                (
+                    entry.start_mark.line + 1,
+                    {str(k.value): k.start_mark.line + 1 for k, _ in entry.value} if isinstance(entry, yaml.MappingNode) else {},
+                )
+                for entry in value.value
+            ]
+    return _Marks(keys, items)
+
+
+_ID_LINE = re.compile(r"^\s*-?\s*id:\s*['\"]?([^'\"#\s]+)")
+
+
+def _id_above(text: str, line: int) -> str:
+    """The id of the phrasing (or task) whose entry holds ``line``, read from the raw text:
+    a file that does not parse still names the phrasing its error is in."""
+    for raw in reversed(text.splitlines()[:line]):
+        match = _ID_LINE.match(raw)
+        if match:
+            return match.group(1)
+    return ""
+
+
+def _yaml_problem(rel: str, text: str, exc: yaml.YAMLError) -> Problem:
+    mark = getattr(exc, "problem_mark", None)
+    context_mark = getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    if mark is None:
+        return Problem(rel, "", f"YAML syntax error: {problem}")
+    message = f"YAML syntax error at line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    line = mark.line + 1
+    context = getattr(exc, "context", None)
+    if context_mark is not None and context:
+        # The parser fails where it gives up (often the end of the file); the construct it was
+        # reading (an unclosed bracket or quote) starts where the mistake is.
+        message += f" ({context} that starts at line {context_mark.line + 1}, column {context_mark.column + 1})"
+        line = min(line, context_mark.line + 1)
+    return Problem(rel, _id_above(text, line), message, line)
+
+
+def _read_yaml(path: Path, problems: list[Problem], rel: str) -> tuple[Any, _Marks]:
+    """Parse one registry file, keeping the line of each part; on failure add its problem."""
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        problems.append(Problem(rel, "", f"YAML syntax error at {where}{problem}"))
+        size = path.stat().st_size
+        if size > MAX_REGISTRY_FILE_BYTES:
+            problems.append(
+                Problem(
+                    rel,
+                    "",
+                    f"file is {size:,} bytes, more than the {MAX_REGISTRY_FILE_BYTES:,} a registry file may have; "
+                    "not read. Split its phrasings over several files, or shorten them",
+                )
+            )
+            return None, _NO_MARKS
+        raw = path.read_bytes()
     except OSError as exc:
         problems.append(Problem(rel, "", f"cannot read: {exc}"))
-    return None
+        return None, _NO_MARKS
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        problems.append(
+            Problem(
+                rel,
+                "",
+                f"not UTF-8: byte 0x{raw[exc.start]:02x} at offset {exc.start} ({exc.reason}); save the file as UTF-8",
+                line,
+            )
+        )
+        return None, _NO_MARKS
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as exc:
+        problems.append(_yaml_problem(rel, text, exc))
+        return None, _NO_MARKS
+    finally:
+        loader.dispose()
+    return data, _marks_of(node)
 
 
-def _pydantic_problems(rel: str, data: Any, exc: ValidationError, prefix: tuple[Any, ...] = ()) -> list[Problem]:
+def _pydantic_problems(rel: str, data: Any, exc: ValidationError, prefix: tuple[Any, ...] = (), marks: _Marks = _NO_MARKS) -> list[Problem]:
     out = []
     for err in exc.errors():
         loc = prefix + tuple(err["loc"])
+        line = marks.of(loc)
         item = ""
         # Name the phrasing or task by its id where the error sits inside a list entry.
         if len(loc) >= 2 and loc[0] in ("instructions", "tasks") and isinstance(loc[1], int):
@@ -157,7 +294,7 @@ def _pydantic_problems(rel: str, data: Any, exc: ValidationError, prefix: tuple[
             loc = loc[2:]
         field_path = ".".join(str(p) for p in loc)
         msg = err["msg"]
-        out.append(Problem(rel, item, f"{field_path}: {msg}" if field_path else msg))
+        out.append(Problem(rel, item, f"{field_path}: {msg}" if field_path else msg, line))
     return out
 
 
@@ -169,17 +306,17 @@ def load_tasks(root: Path, problems: list[Problem]) -> dict[str, TaskSpec]:
     tasks: dict[str, TaskSpec] = {}
     for path in _yaml_files(root / "tasks"):
         rel = str(path.relative_to(root))
-        data = _read_yaml(path, problems, rel)
+        data, marks = _read_yaml(path, problems, rel)
         if data is None:
             continue
         try:
             parsed = TaskFile.model_validate(data)
         except ValidationError as exc:
-            problems.extend(_pydantic_problems(rel, data, exc))
+            problems.extend(_pydantic_problems(rel, data, exc, marks=marks))
             continue
-        for spec in parsed.tasks:
+        for i, spec in enumerate(parsed.tasks):
             if spec.id in tasks:
-                problems.append(Problem(rel, spec.id, "duplicate task id"))
+                problems.append(Problem(rel, spec.id, "duplicate task id", marks.of(("tasks", i))))
             tasks[spec.id] = spec
     return tasks
 
@@ -194,12 +331,12 @@ def _check_instruction(entry: RegisteredInstruction, tasks: dict[str, TaskSpec],
     else:
         targets = [t for t in tasks.values() if t.category == entry.target]
     if not targets:
-        problems.append(Problem(entry.file, inst.id, f"no task matches {entry.target_kind} {entry.target!r}"))
+        problems.append(Problem(entry.file, inst.id, f"no task matches {entry.target_kind} {entry.target!r}", entry.line))
         return []
     try:
         used = template_fields(inst.text)
     except TemplateProblem as exc:
-        problems.append(Problem(entry.file, inst.id, str(exc)))
+        problems.append(Problem(entry.file, inst.id, str(exc), entry.line))
         return []
     if entry.target_kind != "category":
         # Family and task phrasings must fit every task they target; category phrasings
@@ -212,30 +349,34 @@ def _check_instruction(entry: RegisteredInstruction, tasks: dict[str, TaskSpec],
                         entry.file,
                         inst.id,
                         f"unknown placeholder(s) {unknown} for task {task.id}; allowed: {sorted(allowed_fields(task))}",
+                        entry.line,
                     )
                 )
                 return []
     else:
         targets = [t for t in targets if used <= allowed_fields(t)]
         if not targets:
-            problems.append(Problem(entry.file, inst.id, f"placeholders {sorted(used)} fit no task of this category"))
+            problems.append(Problem(entry.file, inst.id, f"placeholders {sorted(used)} fit no task of this category", entry.line))
             return []
     for task in targets:
         if task.output_type == "generate_until" and inst.answer_choices != "text":
-            problems.append(Problem(entry.file, inst.id, "answer_choices only applies to multiple-choice tasks"))
+            problems.append(Problem(entry.file, inst.id, "answer_choices only applies to multiple-choice tasks", entry.line))
         if isinstance(inst.answer_choices, dict):
             if not task.labels:
-                problems.append(Problem(entry.file, inst.id, f"a verbaliser needs a task with fixed labels; {task.id} has none"))
+                problems.append(
+                    Problem(entry.file, inst.id, f"a verbaliser needs a task with fixed labels; {task.id} has none", entry.line)
+                )
             elif set(inst.answer_choices) != set(task.labels):
                 problems.append(
                     Problem(
                         entry.file,
                         inst.id,
                         f"verbaliser keys {sorted(inst.answer_choices)} must be the labels of {task.id}: {task.labels}",
+                        entry.line,
                     )
                 )
         if inst.until is not None and task.output_type != "generate_until":
-            problems.append(Problem(entry.file, inst.id, "`until` only applies to generation tasks"))
+            problems.append(Problem(entry.file, inst.id, "`until` only applies to generation tasks", entry.line))
     return targets
 
 
@@ -244,7 +385,7 @@ def _check_duplicates(entries: list[RegisteredInstruction], problems: list[Probl
     for entry in entries:
         norm = normalise_text(entry.instruction.text)
         if norm in seen_text:
-            problems.append(Problem(entry.file, entry.id, f"same text as {seen_text[norm]}"))
+            problems.append(Problem(entry.file, entry.id, f"same text as {seen_text[norm]}", entry.line))
         else:
             seen_text[norm] = entry.id
     index = {e.id: e for e in entries}
@@ -268,11 +409,12 @@ def _check_duplicates(entries: list[RegisteredInstruction], problems: list[Probl
                             index[id_b].file,
                             id_b,
                             f"near-duplicate of {id_a} (similarity {ratio:.2f} >= {NEAR_DUPLICATE_THRESHOLD})",
+                            index[id_b].line,
                         )
                     )
 
 
-def _parse_instruction_file(rel: str, data: Any, problems: list[Problem]) -> list[RegisteredInstruction]:
+def _parse_instruction_file(rel: str, data: Any, problems: list[Problem], marks: _Marks = _NO_MARKS) -> list[RegisteredInstruction]:
     """Validate the file header, then each phrasing on its own, so one bad phrasing does not
     hide the problems (or the good phrasings) of the rest of the file."""
     if not isinstance(data, dict):
@@ -282,18 +424,19 @@ def _parse_instruction_file(rel: str, data: Any, problems: list[Problem]) -> lis
     try:
         header = InstructionFile.model_validate({**data, "instructions": []})
     except ValidationError as exc:
-        problems.extend(_pydantic_problems(rel, data, exc))
+        problems.extend(_pydantic_problems(rel, data, exc, marks=marks))
         return []
     if not isinstance(raw, list):
-        problems.append(Problem(rel, "", "instructions: expected a list of phrasings"))
+        problems.append(Problem(rel, "", "instructions: expected a list of phrasings", marks.of(("instructions",))))
         return []
     kind, name = header.target
     out = []
     for i, item in enumerate(raw):
+        line = marks.of(("instructions", i))
         try:
-            out.append(RegisteredInstruction(Instruction.model_validate(item), rel, kind, name))
+            out.append(RegisteredInstruction(Instruction.model_validate(item), rel, kind, name, line))
         except ValidationError as exc:
-            problems.extend(_pydantic_problems(rel, {"instructions": raw}, exc, prefix=("instructions", i)))
+            problems.extend(_pydantic_problems(rel, {"instructions": raw}, exc, prefix=("instructions", i), marks=marks))
     return out
 
 
@@ -301,11 +444,17 @@ def load_registry(root: Path | None = None, *, strict: bool = True, extra: Itera
     """Load every task spec and phrasing under ``root`` and validate them together.
 
     Args:
-        root: folder holding ``tasks/`` and ``instructions/``; see :func:`default_root`.
+        root: folder holding ``tasks/`` and ``instructions/``; see :func:`find_root`.
         strict: raise :class:`RegistryError` listing every problem (else return them).
         extra: phrasings from importers, validated along with the files.
     """
-    root = Path(root) if root is not None else default_root()
+    found = find_root()
+    if root is None:
+        root, origin = found
+    else:
+        root = Path(root)
+        # Callers that resolved the default themselves (importers) still report how.
+        origin = found.origin if root.resolve() == found.path.resolve() else "given by the caller"
     problems: list[Problem] = []
     if not (root / "tasks").is_dir():
         problems.append(Problem(str(root), "", "no tasks/ folder; set IRH_REGISTRY to the folder holding tasks/ and instructions/"))
@@ -313,29 +462,32 @@ def load_registry(root: Path | None = None, *, strict: bool = True, extra: Itera
     entries: list[RegisteredInstruction] = []
     for path in _yaml_files(root / "instructions"):
         rel = str(path.relative_to(root))
-        data = _read_yaml(path, problems, rel)
+        data, marks = _read_yaml(path, problems, rel)
         if data is None:
             continue
-        entries.extend(_parse_instruction_file(rel, data, problems))
+        entries.extend(_parse_instruction_file(rel, data, problems, marks))
     entries.extend(extra)
 
     instructions: dict[str, RegisteredInstruction] = {}
     by_task: dict[str, list[str]] = {}
     for entry in entries:
         if entry.id in instructions:
-            problems.append(Problem(entry.file, entry.id, f"duplicate id (also in {instructions[entry.id].file})"))
+            first = instructions[entry.id]
+            also = f"{first.file}:{first.line}" if first.line else first.file
+            problems.append(Problem(entry.file, entry.id, f"duplicate id (also in {also})", entry.line))
             continue
         instructions[entry.id] = entry
         for task in _check_instruction(entry, tasks, problems):
             by_task.setdefault(task.id, []).append(entry.id)
     _check_duplicates(list(instructions.values()), problems, by_task)
     if problems and strict:
-        raise RegistryError(problems)
+        raise RegistryError(problems, f"{root} ({origin})")
     return Registry(
         tasks=MappingProxyType(tasks),
         instructions=MappingProxyType(instructions),
         root=root,
         problems=tuple(problems),
+        origin=origin,
     )
 
 
@@ -392,16 +544,16 @@ def check_renders(registry: Registry, documents: Mapping[str, list[dict[str, Any
                     prompt = render_prompt(entry.instruction, task, doc)
                     render_prompt(entry.instruction, task, doc, "system")
                 except (TemplateProblem, KeyError) as exc:
-                    problems.append(Problem(entry.file, entry.id, f"does not render on {task.id} document {doc['id']}: {exc}"))
+                    problems.append(Problem(entry.file, entry.id, f"does not render on {task.id} document {doc['id']}: {exc}", entry.line))
                     reported.add(entry.id)
                     break
                 if not prompt.user.strip():
-                    problems.append(Problem(entry.file, entry.id, f"renders to an empty prompt on {task.id}"))
+                    problems.append(Problem(entry.file, entry.id, f"renders to an empty prompt on {task.id}", entry.line))
                     reported.add(entry.id)
                     break
                 why = _reachability_problem(entry.instruction, prompt.system + "\n" + prompt.user, prompt.options)
                 if why:
-                    problems.append(Problem(entry.file, entry.id, f"{task.id} document {doc['id']}: {why}"))
+                    problems.append(Problem(entry.file, entry.id, f"{task.id} document {doc['id']}: {why}", entry.line))
                     reported.add(entry.id)
                     break
     return problems

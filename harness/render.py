@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import jinja2
 from jinja2 import meta
 
-from harness.sandbox import BoundedSandbox, render_bounded
+from harness.sandbox import BoundedSandbox, render_bounded, work_budget
 from harness.schema import LETTERS, Instruction, TaskSpec
 
 _ENV = BoundedSandbox(
@@ -39,20 +39,41 @@ class RenderedPrompt(NamedTuple):
     options: list[str]
 
 
+#: Said when a template nests deeper than Python's stack (parsing ``((((...`` thousands deep).
+_TOO_DEEP = "template not allowed: it nests too deeply (brackets, blocks or recursion); simplify it"
+
+
 @lru_cache(maxsize=4096)
 def _compile(text: str) -> jinja2.Template:
     try:
-        return _ENV.from_string(text)
+        # Compiling folds constant expressions by calling filters: bounded like a render.
+        with work_budget():
+            return _ENV.from_string(text)
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateProblem(f"template syntax error on line {exc.lineno}: {exc.message}") from exc
+    except jinja2.exceptions.SecurityError as exc:
+        raise TemplateProblem(f"template not allowed: {exc}") from exc
+    except RecursionError:
+        raise TemplateProblem(_TOO_DEEP) from None
 
 
 def template_fields(text: str) -> set[str]:
     """Names a template reads from its context (its placeholders)."""
+    return set(_fields(text))
+
+
+@lru_cache(maxsize=4096)
+def _fields(text: str) -> frozenset[str]:
+    # Cached: the registry asks for every phrasing x task pair it matches.
     try:
-        return set(meta.find_undeclared_variables(_ENV.parse(text)))
+        with work_budget():
+            return frozenset(meta.find_undeclared_variables(_ENV.parse(text)))
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateProblem(f"template syntax error on line {exc.lineno}: {exc.message}") from exc
+    except jinja2.exceptions.SecurityError as exc:
+        raise TemplateProblem(f"template not allowed: {exc}") from exc
+    except RecursionError:
+        raise TemplateProblem(_TOO_DEEP) from None
 
 
 def allowed_fields(task: TaskSpec) -> set[str]:
@@ -88,8 +109,9 @@ def template_context(task: TaskSpec, doc: dict[str, Any]) -> dict[str, Any]:
 
 def render_text(text: str, context: dict[str, Any]) -> str:
     """Render one template in the sandbox."""
+    template = _compile(text)  # raises TemplateProblem itself
     try:
-        out = render_bounded(_compile(text), context)
+        out = render_bounded(template, context)
     except jinja2.UndefinedError as exc:
         raise TemplateProblem(f"unknown field: {exc.message}") from exc
     except jinja2.exceptions.SecurityError as exc:
@@ -98,6 +120,9 @@ def render_text(text: str, context: dict[str, Any]) -> str:
         raise TemplateProblem(f"template error: {exc}") from exc
     except (TypeError, ValueError, ArithmeticError, IndexError) as exc:
         raise TemplateProblem(f"template error: {type(exc).__name__}: {exc}") from exc
+    except RecursionError:
+        # The sandbox's nesting limit stops macro recursion first; this is the backstop.
+        raise TemplateProblem(_TOO_DEEP) from None
     return out
 
 

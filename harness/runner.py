@@ -14,13 +14,17 @@ from typing import Any
 
 from harness.backends.lm_eval import evaluate_chunk, has_chat_template
 from harness.backends.models import LoadedModel, ModelSpec, load_model
+from harness.budget import TaskGrid, allocate_run
 from harness.data.catalog import dataset_status, load_documents, select_documents
 from harness.plan import RunItem, is_held_out, is_seen
 from harness.registry import Registry
 from harness.render import option_scores, render_prompt
 from harness.results import (
+    BudgetRecord,
+    BudgetRound,
     InstructionRecord,
     RunError,
+    RunLock,
     RunManifest,
     SampleRow,
     SampleWriter,
@@ -65,8 +69,15 @@ def start_run(
     seen_collections: list[str],
     held_out_tasks: list[str] | None = None,
     observed_sources: list[str] | None = None,
+    budget_fraction: float | None = None,
+    budget_cells: int | None = None,
 ) -> tuple[Path, RunManifest]:
-    """Choose the documents, create the run folder and write its manifest (status running)."""
+    """Choose the documents, create the run folder and write its manifest (status running).
+
+    With ``budget_fraction`` or ``budget_cells``, also choose which (phrasing, document) cells
+    of each task are scored (:mod:`harness.budget`); a budget that cannot be met is refused
+    before the folder is made.
+    """
     tasks: dict[str, TaskRecord] = {}
     for task in {item.task.id: item.task for item in items}.values():
         docs = load_documents(task.data_name, task.split)
@@ -77,7 +88,12 @@ def start_run(
             split=task.split,
             documents_total=len(docs),
             doc_ids=[d["id"] for d in chosen],
+            family=task.family,
+            category=task.category,
         )
+    budget = None
+    if budget_fraction is not None or budget_cells is not None:
+        budget = new_budget(items, tasks, seed, budget_fraction, budget_cells)
     run_id = new_run_id(spec.label)
     run_dir = reports_dir / run_id
     run_dir.mkdir(parents=True, exist_ok=False)
@@ -98,6 +114,8 @@ def start_run(
         held_out_tasks=list(held_out_tasks or []),
         observed_sources=list(observed_sources or []),
         registry_sha256=registry.digest(),
+        registry_path=str(registry.root),
+        registry_origin=registry.origin,
         tasks=tasks,
         instructions={
             item.entry.id: InstructionRecord(
@@ -111,9 +129,47 @@ def start_run(
             for item in items
         },
         plan=[(item.task.id, item.entry.id) for item in items],
+        budget=budget,
     )
     write_manifest(run_dir, manifest)
     return run_dir, manifest
+
+
+def _grids(items: list[RunItem], tasks: dict[str, TaskRecord]) -> dict[str, TaskGrid]:
+    phrasings: dict[str, list[str]] = {}
+    for item in items:
+        phrasings.setdefault(item.task.id, []).append(item.entry.id)
+    return {task: TaskGrid(ids, list(tasks[task].doc_ids)) for task, ids in phrasings.items()}
+
+
+def new_budget(
+    items: list[RunItem], tasks: dict[str, TaskRecord], seed: int, fraction: float | None, cells: int | None
+) -> BudgetRecord:
+    """The cells a budgeted run scores, chosen once when it starts."""
+    chosen = allocate_run(_grids(items, tasks), seed, fraction=fraction, cells=cells)
+    added = sum(len(c) for c in chosen.values())
+    return BudgetRecord(
+        seed=seed,
+        rounds=[BudgetRound(fraction=fraction, cells=cells, cells_added=added, created=utc_now())],
+        cells={task: [[c.instruction_id, c.doc_id] for c in task_cells] for task, task_cells in chosen.items()},
+    )
+
+
+def extend_budget(manifest: RunManifest, items: list[RunItem], fraction: float | None, cells: int | None) -> RunManifest:
+    """A bigger budget for a budgeted run: new cells are added, every cell chosen before is kept.
+
+    Raises:
+        RunError: the run is not budgeted (it scores every cell already).
+    """
+    if manifest.budget is None:
+        raise RunError("this run is not budgeted: it scores every cell already; drop --budget/--budget-cells")
+    record = manifest.budget
+    already = {task: record.allowed(task) for task in record.cells}
+    chosen = allocate_run(_grids(items, manifest.tasks), record.seed, fraction=fraction, cells=cells, already=already)
+    merged = {task: list(record.cells.get(task, [])) + [[c.instruction_id, c.doc_id] for c in new] for task, new in chosen.items()}
+    added = sum(len(c) for c in chosen.values())
+    rounds = [*record.rounds, BudgetRound(fraction=fraction, cells=cells, cells_added=added, created=utc_now())]
+    return manifest.model_copy(update={"budget": record.model_copy(update={"cells": merged, "rounds": rounds})})
 
 
 def items_from_manifest(registry: Registry, manifest: RunManifest) -> list[RunItem]:
@@ -188,11 +244,15 @@ def execute(
     items: list[RunItem],
     model: LoadedModel | None = None,
     progress: Progress | None = None,
+    lock: RunLock | None = None,
 ) -> RunManifest:
     """Score every missing row of the run; keeps the manifest's status true on any exit.
 
+    The folder is locked (``lock``, or a lock taken here) before the rows already on disk are
+    read, so a second process is refused before it reads, loads a model or writes anything.
     A SIGTERM is treated like Ctrl-C (status ``interrupted``); a kill -9 or power loss leaves
-    ``running`` behind, with every flushed row intact, and ``--resume`` completes it.
+    ``running`` behind, with every flushed row intact and a heartbeat that `irh report` and
+    ``check_liveness`` recognise as abandoned, and ``--resume`` completes it.
     """
     import signal
     import threading
@@ -200,9 +260,15 @@ def execute(
     previous_handler = None
     if threading.current_thread() is threading.main_thread():
         previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
+    own_lock = lock is None
     try:
-        return _execute(run_dir, manifest, items, model, progress)
+        if lock is None:
+            lock = RunLock(run_dir)
+        return _execute(run_dir, manifest, items, model, progress, lock)
     finally:
+        # Released only after the final status is written: the next holder sees it.
+        if own_lock and lock is not None:
+            lock.release()
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
 
@@ -213,8 +279,14 @@ def _execute(
     items: list[RunItem],
     model: LoadedModel | None,
     progress: Progress | None,
+    lock: RunLock,
 ) -> RunManifest:
     tasks = {item.task.id: item.task for item in items}
+    # Until this process marks the run `running`, a refusal (changed model, missing data) or
+    # a Ctrl-C leaves run.json as it was: an interrupted run stays resumable as it stood.
+    # A manifest that already says `running` is ours to correct, though (a fresh run, or one
+    # whose writer was killed), or it would claim a writer that no longer exists.
+    owns_status = manifest.status == "running"
     try:
         done = {row.key for row in iter_samples(run_dir)}
         docs_by_task: dict[str, list[dict[str, Any]]] = {}
@@ -225,8 +297,19 @@ def _execute(
             if missing:
                 raise RunError(f"{len(missing)} documents of {task_id} are gone from the data cache; run `irh data fetch {task.data_name}`")
             docs_by_task[task_id] = [by_id[d] for d in record.doc_ids]
-        total = sum(len(docs_by_task[i.task.id]) for i in items)
-        finished = sum(1 for i in items for d in docs_by_task[i.task.id] if (i.task.id, i.entry.id, d["id"]) in done)
+        # A budgeted run scores only its chosen cells; a full run every (phrasing, document).
+        allowed = {t: manifest.budget.allowed(t) for t in manifest.tasks} if manifest.budget else None
+
+        def wanted(item: RunItem) -> list[dict[str, Any]]:
+            docs = docs_by_task[item.task.id]
+            if allowed is None:
+                return docs
+            cells = allowed[item.task.id]
+            return [d for d in docs if (item.entry.id, d["id"]) in cells]
+
+        todo = {(i.task.id, i.entry.id): wanted(i) for i in items}
+        total = sum(len(v) for v in todo.values())
+        finished = sum(1 for (t, e), docs in todo.items() for d in docs if (t, e, d["id"]) in done)
         if progress:
             progress(finished, total)
         if finished == total:
@@ -249,10 +332,11 @@ def _execute(
                 "model": model.info,
             }
         )
-        with SampleWriter(run_dir) as writer:
+        with SampleWriter(run_dir, lock=lock) as writer:
             write_manifest(run_dir, manifest)
+            owns_status = True
             for n, item in enumerate(items):
-                pending = [d for d in docs_by_task[item.task.id] if (item.task.id, item.entry.id, d["id"]) not in done]
+                pending = [d for d in todo[(item.task.id, item.entry.id)] if (item.task.id, item.entry.id, d["id"]) not in done]
                 for start in range(0, len(pending), manifest.chunk_size):
                     chunk = pending[start : start + manifest.chunk_size]
                     prompts = [render_prompt(item.entry.instruction, item.task, d, placement) for d in chunk]
@@ -274,10 +358,12 @@ def _execute(
                     if progress:
                         progress(finished, total)
     except KeyboardInterrupt:
-        _mark(run_dir, manifest, "interrupted", None)
+        if owns_status:
+            _mark(run_dir, manifest, "interrupted", None)
         raise
     except BaseException as exc:
-        _mark(run_dir, manifest, "failed", f"{type(exc).__name__}: {exc}")
+        if owns_status:
+            _mark(run_dir, manifest, "failed", f"{type(exc).__name__}: {exc}")
         raise
     manifest = manifest.model_copy(update={"status": "complete", "finished": utc_now()})
     write_manifest(run_dir, manifest)
@@ -285,14 +371,28 @@ def _execute(
 
 
 def _mark(run_dir: Path, manifest: RunManifest, status: str, error: str | None) -> None:
-    """Record how the run ended, unless another process owns the folder (then leave it be)."""
-    if isinstance(error, str) and "being written by another irh process" in error:
-        return
+    """Record how the run ended (the caller holds the folder's lock)."""
     write_manifest(run_dir, manifest.model_copy(update={"status": status, "error": error}))
 
 
-def resume_run(registry: Registry, run_dir: Path, progress: Progress | None = None) -> RunManifest:
-    """Complete an interrupted or failed run without repeating or losing rows."""
-    manifest = read_manifest(run_dir)
-    items = items_from_manifest(registry, manifest)
-    return execute(run_dir, manifest, items, progress=progress)
+def resume_run(
+    registry: Registry,
+    run_dir: Path,
+    progress: Progress | None = None,
+    budget_fraction: float | None = None,
+    budget_cells: int | None = None,
+) -> RunManifest:
+    """Complete an interrupted or failed run without repeating or losing rows.
+
+    The folder is locked before its manifest and rows are read, so that two overlapping
+    resumes cannot both decide which rows are missing: the second is refused at once.
+    """
+    read_manifest(run_dir)  # a folder that is not a run is refused before it is touched
+    with RunLock(run_dir) as lock:
+        manifest = read_manifest(run_dir)
+        items = items_from_manifest(registry, manifest)
+        if budget_fraction is not None or budget_cells is not None:
+            # A bigger budget: the new cells join the plan; every row scored so far is kept.
+            manifest = extend_budget(manifest, items, budget_fraction, budget_cells)
+            write_manifest(run_dir, manifest)
+        return execute(run_dir, manifest, items, progress=progress, lock=lock)

@@ -188,3 +188,24 @@ def test_too_long_requests_take_lm_evals_path_in_order(tiny_model: Path) -> None
     expected = hf.loglikelihood(_requests(mixed), disable_tqdm=True)
     got = fast.loglikelihood(_requests(mixed), disable_tqdm=True)
     assert [round(a, 4) for a, _ in got] == [round(b, 4) for b, _ in expected]
+
+
+def test_no_deprecated_cache_argument_warnings(tiny_model: Path) -> None:
+    """irh-fast passes its KV cache under the name this transformers takes (`cache` in 5.x), so no
+    `past_key_values is deprecated` FutureWarning is printed in the middle of a run."""
+    import warnings
+
+    from lm_eval.api.instance import Instance
+
+    _, fast = _models(tiny_model)
+    head = "<|im_start|>system\nYou answer questions.<|im_end|>\n<|im_start|>user\nAnswer the question in one line.\n"
+    gen = [
+        Instance(request_type="generate_until", doc={}, arguments=(f"{head}Is the sky {w}?", {"until": ["\n"], "max_gen_toks": 4}), idx=0)
+        for w in ("blue", "green")
+    ]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fast.loglikelihood(_requests(_workload()), disable_tqdm=True)
+        fast.generate_until(gen, disable_tqdm=True)
+    assert fast.work.generation_prefix_tokens_reused > 0  # the cached-head generation path ran
+    assert not [w for w in caught if "past_key_values" in str(w.message)]

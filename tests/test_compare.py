@@ -6,6 +6,7 @@ import csv
 import itertools
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -91,8 +92,9 @@ def test_two_way_interval_when_models_share_documents() -> None:
 
 
 def test_cli_compare_runs_and_import(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    table_a = {("bbl.t", f"bbl.t.w{i}"): v for i, v in enumerate([[1, 1, 0, 0], [1, 1, 1, 0], [1, 0, 0, 0]])}
-    table_b = {("bbl.t", f"bbl.t.w{i}"): v for i, v in enumerate([[1, 0, 0, 0], [1, 1, 1, 1], [1, 1, 0, 0]])}
+    Table = dict[tuple[str, str], list[float]]
+    table_a: Table = {("bbl.t", f"bbl.t.w{i}"): [float(x) for x in v] for i, v in enumerate([[1, 1, 0, 0], [1, 1, 1, 0], [1, 0, 0, 0]])}
+    table_b: Table = {("bbl.t", f"bbl.t.w{i}"): [float(x) for x in v] for i, v in enumerate([[1, 0, 0, 0], [1, 1, 1, 1], [1, 1, 0, 0]])}
     run_a = write_run_folder(tmp_path / "runs" / "20260101T000000Z_toy_aaaaaa", table_a, model="toy", args={"seed": "1"})
     run_b = write_run_folder(tmp_path / "runs" / "20260101T000001Z_toy_bbbbbb", table_b, model="toy", args={"seed": "7"})
     monkeypatch.chdir(tmp_path)
@@ -125,3 +127,31 @@ def test_cli_compare_runs_and_import(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert pairs[0]["shared_phrasings"] == 2 and pairs[0]["ci_method"] == "phrasings only"
     result = CliRunner().invoke(main, ["compare", str(run_a)])
     assert result.exit_code == 1 and "at least two models" in result.output
+
+
+def test_cli_compare_with_no_task_in_common_says_so_in_one_line(tmp_path: Path) -> None:
+    table: dict[tuple[str, str], list[float]] = {("bbl.t", "bbl.t.w0"): [1, 0], ("bbl.t", "bbl.t.w1"): [1, 1]}
+    run_a = write_run_folder(tmp_path / "20260101T000000Z_a_aaaaaa", table, model="a")
+    csv_file = tmp_path / "theirs.csv"
+    csv_file.write_text("model,task,instruction_id,status,score,n\nx,nli.rte,p1,unobserved,0.9,4\nx,nli.rte,p2,unobserved,0.1,4\n")
+    result = CliRunner().invoke(main, ["compare", str(run_a), str(csv_file), "--out", str(tmp_path / "c"), "--no-html"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    (line,) = result.output.strip().splitlines()
+    assert "no task in common" in line and "a: bbl.t" in line and "x: nli.rte" in line
+    assert not (tmp_path / "c").exists()
+
+
+def test_compare_markdown_escapes_model_names_and_ids(tmp_path: Path) -> None:
+    csv_file = tmp_path / "hostile.csv"
+    csv_file.write_text(
+        "model,task,instruction_id,status,score,n\n"
+        '"<script>a</script>",t.x,p1,unobserved,0.9,4\n"<script>a</script>",t.x,"p|2",unobserved,0.3,4\n'
+        '"b|c",t.x,p1,unobserved,0.2,4\n"b|c",t.x,"p|2",unobserved,0.8,4\n'
+    )
+    result = CliRunner().invoke(main, ["compare", str(csv_file), "--out", str(tmp_path / "c"), "--no-html", "--bootstrap", "20"])
+    assert result.exit_code == 0, result.output
+    md = (tmp_path / "c" / "compare.md").read_text()
+    assert "<script" not in md and "&lt;script&gt;a&lt;/script&gt;" in md and "b\\|c" in md and "**rank flip** (p\\|2)" in md
+    for block in md.split("\n\n"):
+        if block.startswith("|"):
+            assert len({len(re.findall(r"(?<!\\)\|", line)) for line in block.splitlines()}) == 1, block

@@ -122,3 +122,31 @@ def test_hub_paths_normalise_rows(cache: Path, monkeypatch: pytest.MonkeyPatch) 
     assert fetch_hub("nli.scitail", ["entailment", "not_entailment"], "test") == 2
     assert [d["scores"] for d in load_documents("nli.scitail", "test")] == [[0.0, 1.0], [1.0, 0.0]]
     assert dataset_status("nli.snli", "test").source == "hub:stanfordnlp/snli:test"
+
+
+def test_fetch_counts_what_is_on_disk_after_conversion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A task folder deleted while a fetch converts is reported missing, with the command to redo it."""
+    import shutil
+
+    from harness.data import catalog
+
+    monkeypatch.setenv("IRH_CACHE_DIR", str(tmp_path / "cache"))
+    docs = [{"id": "0", "group": "", "fields": {"input": "x"}, "targets": ["y"]}]
+
+    def convert(_: Path) -> catalog.Converted:
+        for name in ("bbl.first", "bbl.second", "bbl.third"):
+            yield name, "test", docs
+
+    real_store = catalog.store_documents
+
+    def store_then_delete(task_id: str, *args: object, **kwargs: object) -> None:
+        real_store(task_id, *args, **kwargs)  # type: ignore[arg-type]
+        if task_id == "bbl.second":  # someone clears part of the cache mid-conversion
+            shutil.rmtree(catalog.data_dir("bbl.first"))
+
+    monkeypatch.setattr(catalog, "store_documents", store_then_delete)
+    source = catalog.OfflineSource("bbl", catalog.BIGBENCH, convert, "three tasks")
+    with pytest.raises(DataMissing, match=r"bbl: 2 of 3 tasks ready; .*bbl\.first\. Run `irh data fetch bbl\.first` to redo"):
+        catalog.convert_into_cache(source, tmp_path / "unused.tar.gz")
+    monkeypatch.setattr(catalog, "store_documents", real_store)
+    assert catalog.convert_into_cache(source, tmp_path / "unused.tar.gz") == ["bbl.first", "bbl.second", "bbl.third"]

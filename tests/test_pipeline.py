@@ -46,8 +46,9 @@ def test_fake_run_writes_rows_manifest_and_report(cache: Path, tmp_path: Path) -
         by_phrasing.setdefault(r.instruction_id, set()).add(r.doc_id)
     assert len({frozenset(v) for k, v in by_phrasing.items() if k.startswith("bbl.strategyqa")}) == 1
     for r in rows:
-        assert r.loglikelihoods is not None and len(r.loglikelihoods) == len(r.options) == 2
-        assert r.prediction == max(range(2), key=lambda i: (r.loglikelihoods[i], -i))
+        lls = r.loglikelihoods
+        assert lls is not None and len(lls) == len(r.options) == 2
+        assert r.prediction == max(range(2), key=lambda i: (lls[i], -i))
         assert r.correct == (r.option_scores[r.prediction] == max(r.option_scores))
         assert r.instruction_sha256 == manifest.instructions[r.instruction_id].sha256
     for name in ("report.md", "per_instruction.csv", "per_task.csv", "summary.json"):

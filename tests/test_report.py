@@ -31,8 +31,10 @@ def write_run_folder(
     seen: frozenset[str] = frozenset(),
     prompts: dict[str, str] | None = None,
     extra_tasks: tuple[str, ...] = (),
+    options: dict[str, list[float]] | None = None,
 ) -> Path:
-    """A run folder in the real format: ``table`` maps (task, phrasing) to per-document correctness."""
+    """A run folder in the real format: ``table`` maps (task, phrasing) to per-document correctness;
+    ``options`` gives a task's option scores (the same for each of its documents)."""
     run_dir.mkdir(parents=True)
     tasks = sorted({t for t, _ in table} | set(extra_tasks))
     docs = {t: max((len(v) for (tt, _), v in table.items() if tt == t), default=0) for t in tasks}
@@ -69,6 +71,7 @@ def write_run_folder(
                         seen=pid in seen,
                         doc_id=f"{task}/{i}",
                         prompt=(prompts or {}).get(pid, f"Instruction {pid}\nDocument {i}"),
+                        option_scores=(options or {}).get(task, []),
                         score=float(v),
                         correct=bool(v >= 1.0),
                     )

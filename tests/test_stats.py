@@ -283,3 +283,21 @@ def test_group_summary_uses_phrasings_shared_by_every_task() -> None:
     assert family.shared_mean == pytest.approx(0.625)  # x: .5, y: .75
     assert family.shared_best == "y" and family.shared_worst == "x"
     assert family.macro_mean == pytest.approx((0.5 + (0.6 + 0.9 + 0.1) / 3) / 2)
+
+
+def test_effect_size_is_undefined_with_one_phrasing_on_a_side() -> None:
+    # One seen phrasing below three unseen ones: rank-biserial is -1, but there is no within-group
+    # spread on the seen side to scale the difference by, so d and g are undefined (not a number near 0).
+    ps = [aggregate("t", "s", 0.50, seen=True), aggregate("t", "u1", 0.51), aggregate("t", "u2", 0.52), aggregate("t", "u3", 0.99)]
+    r = compare_seen_unseen("t", ps, build_matrix("t", ps), n_boot=50)
+    assert r.applicable and r.rank_biserial == pytest.approx(-1.0)
+    assert math.isnan(r.cohens_d) and math.isnan(r.hedges_g)
+    assert "Hedges' g need two phrasings per group" in r.note
+
+
+def test_declared_scale_is_used_instead_of_a_guess() -> None:
+    # A 0-100 metric whose scores happen to be small: guessing from the values would take it for 0-1.
+    guessed = describe_scores(["a", "b"], [0.5, 0.9])
+    declared = describe_scores(["a", "b"], [0.5, 0.9], scale=100.0)
+    assert guessed.score_scale == 1.0 and declared.score_scale == 100.0
+    assert declared.cps == pytest.approx((1 - (0.9 - 0.7) / 100) * 0.9 / 100)

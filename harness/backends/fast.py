@@ -1,6 +1,8 @@
 """The fast scorer: lm-eval's hf backend, with loglikelihoods computed from shared prefixes.
 
-Registered with lm-eval as ``irh-fast`` (so ``lm_eval --model irh-fast`` works too). It is a
+Registered with lm-eval as ``irh-fast`` when this module is imported: lm-eval's own CLI does
+not discover models from other packages, so use ``irh-lm-eval --model irh-fast ...`` (lm-eval's
+CLI with this module imported first; harness/backends/lm_eval.py). It is a
 subclass of lm-eval's ``HFLM``: model loading, tokenisation, chat templates and
 ``generate_until`` are lm-eval's own; only ``loglikelihood`` is replaced.
 
@@ -28,9 +30,11 @@ the same quantity computed in fewer operations; they agree to float round-off.
 
 from __future__ import annotations
 
+import inspect
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -169,6 +173,14 @@ class FastScorer(HFLM):
     def __init__(
         self, *args: Any, max_batch_tokens: int = 2048, max_padding: float = 0.1, prefix_cache_mb: float = 256, **kwargs: Any
     ) -> None:
+        pretrained, gguf_file = kwargs.get("pretrained"), kwargs.get("gguf_file")
+        if isinstance(pretrained, str) and gguf_file and (Path(pretrained) / gguf_file).is_file():
+            # Loading a GGUF dequantises every tensor on every load; the converted copy that
+            # `irh run` keeps (one per GGUF sha256) loads in a fraction of the time.
+            from harness.backends.models import converted_gguf_dir
+
+            kwargs["pretrained"] = str(converted_gguf_dir(Path(pretrained) / gguf_file))
+            del kwargs["gguf_file"]
         super().__init__(*args, **kwargs)
         self.max_batch_tokens = int(max_batch_tokens)
         self.max_padding = float(max_padding)
@@ -179,6 +191,16 @@ class FastScorer(HFLM):
 
     def _decoder(self) -> Any:
         return self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model.base_model
+
+    def _cache_kwarg(self) -> str:
+        """The name under which this transformers version takes a KV cache: ``cache`` since
+        transformers 5.x renamed it (the old ``past_key_values`` still works there, with a
+        FutureWarning on every call), ``past_key_values`` before."""
+        name = getattr(self, "_cache_kwarg_name", None)
+        if name is None:
+            params = inspect.signature(self._decoder().forward).parameters
+            name = self._cache_kwarg_name = "cache" if "cache" in params else "past_key_values"
+        return name
 
     def _autocast(self) -> Any:
         """The hf backend's ``mixed_precision_dtype`` autocast, around every forward pass."""
@@ -199,10 +221,10 @@ class FastScorer(HFLM):
         with self._autocast():
             out = self._decoder()(
                 input_ids=input_ids,
-                past_key_values=cache,
                 attention_mask=attention_mask,
                 position_ids=position_ids,
                 use_cache=True,
+                **{self._cache_kwarg(): cache},
             )
         return out.last_hidden_state
 
@@ -258,7 +280,8 @@ class FastScorer(HFLM):
         """
         mask = generation_kwargs.get("attention_mask")
         several = any(int(generation_kwargs.get(k) or 1) > 1 for k in ("num_beams", "num_return_sequences"))
-        if mask is None or several or not self._shares_safely() or generation_kwargs.get("past_key_values") is not None:
+        given_cache = any(generation_kwargs.get(k) is not None for k in ("past_key_values", "cache"))
+        if mask is None or several or not self._shares_safely() or given_cache:
             return super()._model_generate(context, max_length, stop, **generation_kwargs)
         width = context.shape[1]
         rows = [context[r, width - int(mask[r].sum()) :].tolist() for r in range(context.shape[0])]
@@ -281,7 +304,8 @@ class FastScorer(HFLM):
         cache = self._cache_from([(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in layers])
         generation_kwargs["attention_mask"] = new_mask
         self.work.generation_prefix_tokens_reused += shared * n - (self.work.forward_tokens - before)
-        return super()._model_generate(ids, max_length, stop, past_key_values=cache, **generation_kwargs)
+        generation_kwargs[self._cache_kwarg()] = cache
+        return super()._model_generate(ids, max_length, stop, **generation_kwargs)
 
     def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         if not self._shares_safely():
@@ -430,7 +454,7 @@ class FastScorer(HFLM):
         self.work.forward_tokens += sum(len(t) for t in rows_tokens)
         with self._autocast():
             hidden = self._decoder()(
-                input_ids=ids, past_key_values=cache, attention_mask=allowed, position_ids=positions, use_cache=True
+                input_ids=ids, attention_mask=allowed, position_ids=positions, use_cache=True, **{self._cache_kwarg(): cache}
             ).last_hidden_state
         # Positions whose next-token distribution is needed: the last suffix token, and each
         # continuation token but the last.

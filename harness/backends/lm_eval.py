@@ -163,6 +163,25 @@ def evaluate_chunk(
             out.append(ScoredDoc(doc["id"], context, continuations, lls, best, None, score.score, score.correct))
         else:
             text = str(sample["resps"][0][0])
-            score = score_generation(text, doc["targets"], task.metric)
+            score = score_generation(text, doc["targets"], task.metric, task.output_regex, task.stop_string)
             out.append(ScoredDoc(doc["id"], context, [], None, None, text, score.score, score.correct))
     return out
+
+
+def lm_eval_cli(argv: list[str] | None = None) -> None:
+    """The ``irh-lm-eval`` command: lm-eval's own CLI, unchanged, with ``irh-fast`` registered.
+
+    lm-eval 0.4.x finds models only in its own registry (no entry-point discovery), and its
+    CLI never imports this package, so ``lm_eval --model irh-fast`` cannot find our scorer;
+    this registers it first and then hands every argument to lm-eval.
+    """
+    import sys
+
+    import lm_eval.models  # noqa: F401  (lm-eval's own model names first)
+    from lm_eval.__main__ import cli_evaluate
+
+    import harness.backends.fast  # noqa: F401  (registers irh-fast)
+
+    if argv is not None:
+        sys.argv = ["lm-eval", *argv]
+    cli_evaluate()

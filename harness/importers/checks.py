@@ -10,6 +10,7 @@ collection's many copies of one template do not fail `irh validate`.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -22,10 +23,15 @@ from harness.schema import TaskSpec, normalise_text
 SYNTHETIC_OPTIONS = 4
 
 
-def synthetic_document(task: TaskSpec) -> dict[str, Any]:
-    """A made-up document with every field of ``task``, to check that a phrasing renders."""
+def synthetic_document(task: TaskSpec, options: int = SYNTHETIC_OPTIONS) -> dict[str, Any]:
+    """A made-up document with every field of ``task``, to check that a phrasing renders.
+
+    Args:
+        task: the task.
+        options: how many options, where the task has no fixed labels.
+    """
     fields = {name: f"[{name} of a {task.id} document]" for name in task.fields if name != "choices"}
-    choices = list(task.labels) if task.labels else [f"[option {i + 1}]" for i in range(SYNTHETIC_OPTIONS)]
+    choices = list(task.labels) if task.labels else [f"[option {i + 1}]" for i in range(options)]
     return {
         "id": "synthetic-0",
         "group": "",
@@ -34,6 +40,18 @@ def synthetic_document(task: TaskSpec) -> dict[str, Any]:
         "scores": [1.0] + [0.0] * (len(choices) - 1),
         "targets": ["[target]"],
     }
+
+
+_OPTION_INDEX = re.compile(r"choices\[(\d+)\]")
+
+
+def options_shown(text: str) -> int:
+    """How many options a template shows by index (``choices[10]``: 11), at least the default.
+
+    A template written for a task whose documents all have 11 options is checked on an
+    11-option document.
+    """
+    return max([SYNTHETIC_OPTIONS] + [int(i) + 1 for i in _OPTION_INDEX.findall(text)])
 
 
 def target_tasks(entry: RegisteredInstruction, tasks: Mapping[str, TaskSpec]) -> list[TaskSpec]:
@@ -82,7 +100,7 @@ def check_phrasing(entry: RegisteredInstruction, tasks: Mapping[str, TaskSpec]) 
         if inst.until is not None and task.output_type != "generate_until":
             return "`until` only applies to generation tasks"
         try:
-            render_prompt(inst, task, synthetic_document(task))
+            render_prompt(inst, task, synthetic_document(task, options_shown(inst.text)))
         except (TemplateProblem, KeyError, IndexError, TypeError, ValueError) as exc:
             return f"does not render on a {task.id} document: {exc}"
     return None
@@ -136,7 +154,8 @@ def drop_repeats(results: Iterable[ImportResult], tasks: Mapping[str, TaskSpec])
             applies = [t.id for t in applicable_tasks(entry, tasks)]
             near = None
             for other_id, other_norm in dict.fromkeys(p for task_id in applies for p in by_task.get(task_id, [])):
-                ratio = _similar(norm, other_norm)
+                # Earlier text first, as the registry compares (SequenceMatcher is not symmetric).
+                ratio = _similar(other_norm, norm)
                 if ratio >= NEAR_DUPLICATE_THRESHOLD:
                     near = (other_id, ratio)
                     break

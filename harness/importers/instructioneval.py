@@ -1,59 +1,116 @@
-"""Phrasings from a user-supplied checkout of InstructionEval (Sun, Shaib & Wallace 2023).
+"""The instruction set of InstructionEval (Sun, Shaib & Wallace 2023), from a user's checkout.
 
 The repository is not on PyPI, so the user points us at a checkout
-(``--observed instructioneval=PATH``). Its phrasings are Python string literals in config
-modules; they are read with ``ast`` and never imported or executed. Expected layout::
+(``--observed instructioneval=PATH``). Its ``instructions.json`` lists, for each of the
+study's tasks, the ids of the instructions the study ran (``MMLU/Unobserved/3``,
+``NIV2/QA/32``, ``Alpaca/QA/7``, ...); the config modules under ``configs/`` map each id to
+the code that formats a document. That code is read with ``ast`` and never imported or run.
 
-    PATH/
-      configs/
-        MMLU/<name>.py                   -> every MMLU subject (family mmlu)
-        BBH/<kind>/<bbl task>.py         -> that BIG-bench Lite task (bbl.<task>)
-        processors/, Adv/, Paraphrase/   -> not read (see below)
+Every id listed for the study's task set (MMLU general and 14 BIG-bench Lite tasks) is
+imported zero-shot, or skipped with the reason. Its handler is read *symbolically*: the
+literals, ``str.format``, ``+``/``+=``, loops over the options, splits of the input and calls
+to other methods it runs become one jinja template that renders what the Python would build
+on any document (:class:`Reader`). The answer words are the ``label_space`` the study scored
+on: letters where its code uses letters (also where the prompt asks for a letter without
+listing the options), the option texts where it uses the options.
 
-In each config module, a class (a ``Preprocessor`` subclass) has zero-shot methods
-``unobserved1``, ``unobserved2``, ... that assign a literal ``input_template`` (a
-``str.format`` string) and return ``self.unobserved_template(item, input_template)`` (or
-``unobserved_template_QA``). Only that shape is imported, placeholders mapped to our fields:
-``{question}`` -> the task's input (``question`` for MMLU, ``input`` for BIG-bench Lite), and
-for MMLU ``{choiceA}`` ... ``{choiceD}`` -> ``choices[0..3]`` with letter answers.
+Provenance follows the id's prefix: ``*/Unobserved/*`` and ``*/Default/*`` (written for the
+study) are *unobserved*; ``NIV2/*`` is observed in ``super-natural-instructions``, ``FLAN/*``
+in ``flan-2021``, ``T0/*`` in ``p3-promptsource``, ``Alpaca/QA|BC/*`` in ``alpaca``, so the
+model-family map makes them seen exactly for the families the study counted. Ids keep
+InstructionEval's: ``ie.<task>.<id>`` (``/`` as ``-``, lower case: ``ie.mmlu.niv2-qa-32``),
+and the exact id ends the provenance source (``...#MMLU_General:NIV2/QA/32``), so results
+join with the study's per-instruction results. One template that the study ran on several
+tasks becomes one phrasing per task; each text opens with a jinja comment naming the id and
+task (it renders to nothing), which keeps the texts distinct for the registry.
 
-Skipped, each with a reason: few-shot variants (``*_fs``); methods that rewrite the document
-in code first (``item[...] = ...``) or build their text in other ways; placeholders that the
-config fills by code (``{context}``, ``{labels}``, ``{domain}``, ...); four-option layouts on
-BIG-bench tasks (whose option counts vary); ``configs/processors`` (the observed FLAN/P3/NIV2
-templates, which need per-task field mappings; import those collections directly);
-adversarial and paraphrase experiment folders. InstructionEval's own phrasings were written
-for that paper, so they are imported as *unobserved*.
-
-Tested only on synthetic files in this layout (no checkout was available when this was
-written); `irh import list instructioneval=PATH --skipped` shows what a real
-checkout yields.
+Where the product departs from the study: a template whose text ends in ``(`` is scored with
+no space before the letter (``(A``), where InstructionEval's encoder-decoder models score the
+letter as a separate output; options are the BIG-bench ``target_scores`` keys with white
+space stripped. Skipped, each with the reason: what the reader cannot follow (a method that
+rewrites the document, BIG-bench's default prompt built from task.json fields at run time,
+answers in lower-case letters or in fixed words mapped from the answer by code, ...), a
+template that shows a fixed number of options on a task whose documents vary in option count
+(:data:`FIXED_OPTIONS` lists the tasks that do not), and, after the registry's checks,
+near-duplicates of another of the study's instructions for the same task.
 """
 
 from __future__ import annotations
 
 import ast
+import json
 import re
+import string
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.importers.result import ImportResult
-from harness.importers.templating import UnmappedPlaceholder, format_placeholders, format_to_jinja
 from harness.registry import RegisteredInstruction
-from harness.schema import AnswerStyle, Instruction, Provenance
+from harness.schema import LETTERS, AnswerStyle, Collection, Instruction, Provenance
 
 AUTHOR = "InstructionEval authors (Sun, Shaib & Wallace 2023)"
-#: Helpers that only ``str.format`` the template with the document's fields.
-PLAIN_HELPERS = {"unobserved_template", "unobserved_template_QA"}
-#: Config file names that differ from our BIG-bench Lite task ids.
-BBL_ALIASES = {"strategy_qa": "strategyqa", "bbq_lite": "bbq_lite_json"}
-NOT_PHRASINGS = {"__init__.py", "preprocessor.py", "utils.py", "server_configs.py"}
 
-_METHOD = re.compile(r"^unobserved(?P<n>\d+)(?P<fs>_fs)?$")
-_CHOICES = {f"choice{letter}": f"{{{{ choices[{i}] }}}}" for i, letter in enumerate("ABCD")}
+#: instructions.json task name -> (config file stem, target kind, target, id stem).
+STUDY_TASKS: dict[str, tuple[str, str, str, str]] = {
+    "MMLU_General": ("general", "family", "mmlu", "mmlu"),
+    "BBQ_Lite": ("bbq_lite", "task", "bbl.bbq_lite_json", "bbq_lite_json"),
+    "Code_Line_Description": ("code_line_description", "task", "bbl.code_line_description", "code_line_description"),
+    "Conceptual_Combinations": ("conceptual_combinations", "task", "bbl.conceptual_combinations", "conceptual_combinations"),
+    "Hindu_Knowledge": ("hindu_knowledge", "task", "bbl.hindu_knowledge", "hindu_knowledge"),
+    "Known_Unknowns": ("known_unknowns", "task", "bbl.known_unknowns", "known_unknowns"),
+    "Language_Identification": ("language_identification", "task", "bbl.language_identification", "language_identification"),
+    "Logic_Grid_Puzzle": ("logic_grid_puzzle", "task", "bbl.logic_grid_puzzle", "logic_grid_puzzle"),
+    "Logical_Deduction": ("logical_deduction", "task", "bbl.logical_deduction", "logical_deduction"),
+    "Novel_Concepts": ("novel_concepts", "task", "bbl.novel_concepts", "novel_concepts"),
+    "Play_Dialog": ("play_dialog_same_or_different", "task", "bbl.play_dialog_same_or_different", "play_dialog_same_or_different"),
+    "Strange_Stories": ("strange_stories", "task", "bbl.strange_stories", "strange_stories"),
+    "StrategyQA": ("strategy_qa", "task", "bbl.strategyqa", "strategyqa"),
+    "Vitaminc_Fact_Verification": ("vitaminc_fact_verification", "task", "bbl.vitaminc_fact_verification", "vitaminc_fact_verification"),
+    "Winowhy": ("winowhy", "task", "bbl.winowhy", "winowhy"),
+}
+
+#: Tasks whose documents all have the same number of options (bigbench 1.0.0, MMLU; checked
+#: by tests/test_instructioneval.py on the cached data). A template that shows a fixed number
+#: of options ("A, B = options") is imported only where every document has that many.
+FIXED_OPTIONS = {
+    "mmlu": 4,
+    "bbl.bbq_lite_json": 3,
+    "bbl.known_unknowns": 2,
+    "bbl.conceptual_combinations": 4,
+    "bbl.language_identification": 11,
+    "bbl.vitaminc_fact_verification": 3,
+}
+
+#: Collection of an observed id's prefix (``NIV2/QA/3`` -> super-natural-instructions).
+COLLECTION_OF: dict[str, Collection] = {
+    "NIV2": "super-natural-instructions",
+    "FLAN": "flan-2021",
+    "T0": "p3-promptsource",
+    "Alpaca": "alpaca",
+}
+UNOBSERVED_KINDS = {"Unobserved", "Default"}
+
+
+class Problem(Exception):
+    """A template this importer cannot express; the message is the skip reason."""
+
+
+@dataclass
+class Config:
+    """What one config module (with the shared Preprocessor) says about its instruction ids."""
+
+    #: instruction id -> the AST of what it maps to (``self.method`` or a lambda).
+    handlers: dict[str, ast.expr] = field(default_factory=dict)
+    #: method name -> definition (the task class first, then the shared classes).
+    methods: dict[str, ast.FunctionDef] = field(default_factory=dict)
+    #: class-level string lists (``_UNOBSERVED_ALPACA_INSTRUCTIONS``).
+    lists: dict[str, list[str]] = field(default_factory=dict)
+    #: module-level {int: str} tables (``LEN2WORD``: 2 -> "two").
+    number_words: dict[str, dict[int, str]] = field(default_factory=dict)
 
 
 def _literal(node: ast.expr | None) -> str | None:
-    """The value of a string literal (adjacent literals and ``+`` joined), else None."""
+    """The value of a string literal (``+`` of literals joined), else None."""
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return node.value
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
@@ -61,30 +118,6 @@ def _literal(node: ast.expr | None) -> str | None:
         if left is not None and right is not None:
             return left + right
     return None
-
-
-def _rewrites_document(func: ast.FunctionDef) -> bool:
-    """Whether the method assigns into the document (``item[...] = ...``) before formatting."""
-    for node in ast.walk(func):
-        if isinstance(node, ast.Assign | ast.AugAssign):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            for target in targets:
-                if isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name) and target.value.id == "item":
-                    return True
-    return False
-
-
-def _template_and_helper(func: ast.FunctionDef) -> tuple[str | None, str | None]:
-    """The literal ``input_template`` of a method and the ``self.<helper>`` it returns through."""
-    template = helper = None
-    for node in ast.walk(func):
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "input_template" for t in node.targets):
-            template = _literal(node.value)
-        if isinstance(node, ast.Return) and isinstance(node.value, ast.Call):
-            callee = node.value.func
-            if isinstance(callee, ast.Attribute) and isinstance(callee.value, ast.Name) and callee.value.id == "self":
-                helper = callee.attr
-    return template, helper
 
 
 def _git_revision(root: Path) -> str | None:
@@ -105,94 +138,684 @@ def _git_revision(root: Path) -> str | None:
     return text[:12] if re.fullmatch(r"[0-9a-f]{40}", text) else None
 
 
-def _target(rel: Path) -> tuple[str, str, str] | str:
-    """(target kind, target, id stem) for a config file, or the reason it is not read."""
-    parts = rel.parts  # relative to configs/
-    stem = re.sub(r"[^a-z0-9_]+", "-", rel.stem.lower()).strip("-") or "x"
-    if parts[0] == "MMLU" and len(parts) == 2:
-        return "family", "mmlu", f"mmlu.{stem}"
-    if parts[0] == "BBH" and len(parts) == 3:
-        return "task", f"bbl.{BBL_ALIASES.get(stem, stem)}", f"bbl.{stem}"
-    if parts[0] == "processors":
-        return "observed FLAN/P3/NIV2 templates with per-task mappings; import those collections directly"
-    return "outside configs/MMLU and configs/BBH (adversarial or paraphrase experiments)"
+def _self_attr(node: ast.expr, name: str | None = None) -> str | None:
+    """``X`` for ``self.X`` (and only ``self.name`` when ``name`` is given)."""
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self":
+        if name is None or node.attr == name:
+            return node.attr
+    return None
+
+
+def _read_classes(path: Path, config: Config, *, handlers: bool) -> None:
+    module = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    for node in module.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            if isinstance(node.value, ast.Dict):
+                table = {}
+                for k, v in zip(node.value.keys, node.value.values, strict=True):
+                    if isinstance(k, ast.Constant) and isinstance(k.value, int) and _literal(v) is not None:
+                        table[k.value] = _literal(v) or ""
+                if table and len(table) == len(node.value.keys):
+                    config.number_words.setdefault(node.targets[0].id, table)
+    for cls in (n for n in module.body if isinstance(n, ast.ClassDef)):
+        for node in cls.body:
+            if isinstance(node, ast.FunctionDef):
+                config.methods.setdefault(node.name, node)
+            elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                if isinstance(node.value, ast.List):
+                    values = [_literal(v) for v in node.value.elts]
+                    if all(v is not None for v in values):
+                        config.lists.setdefault(node.targets[0].id, [v for v in values if v is not None])
+        if not handlers:
+            continue
+        for func in (n for n in cls.body if isinstance(n, ast.FunctionDef)):
+            for found in ast.walk(func):
+                if not isinstance(found, ast.Assign) or len(found.targets) != 1:
+                    continue
+                target = found.targets[0]
+                # self.instr2preprocessor["ID"] = handler
+                if isinstance(target, ast.Subscript) and _self_attr(target.value, "instr2preprocessor"):
+                    key = _literal(target.slice)
+                    if key is not None:
+                        config.handlers[key] = found.value
+                # self.instr2preprocessor = {"ID": handler, ...}
+                if _self_attr(target, "instr2preprocessor") and isinstance(found.value, ast.Dict):
+                    for k, v in zip(found.value.keys, found.value.values, strict=True):
+                        key = _literal(k) if k is not None else None
+                        if key is not None:
+                            config.handlers.setdefault(key, v)
+
+
+def read_config(configs: Path, task_file: Path) -> Config:
+    """Handlers and methods of a task's config module, with the shared Preprocessor's."""
+    config = Config()
+    # The task's own assignments (add_unobserved_instructions) override the shared dict.
+    _read_classes(task_file, config, handlers=True)
+    shared = Config()
+    _read_classes(configs / "preprocessor.py", shared, handlers=True)
+    for key, value in shared.handlers.items():
+        config.handlers.setdefault(key, value)
+    for key, func in shared.methods.items():
+        config.methods.setdefault(key, func)
+    for path in sorted((configs / "processors").glob("*.py")):
+        _read_classes(path, config, handlers=False)
+    return config
+
+
+# --- a symbolic reading of InstructionEval's formatting code -----------------------------
+#
+# The config methods build each prompt with a small set of string operations: literals,
+# ``str.format``, ``+`` / ``+=``, loops over the options, ``split`` of the input, calls to
+# other methods. They are read here *symbolically*: each value is the jinja text that renders
+# to what the Python would produce on any document, so one read gives the whole template.
+# Anything outside that subset raises Problem (the template is skipped with the reason).
+
+_LETTER = "{{ '" + LETTERS + "'[loop.index0] }}"
+_MAX_DEPTH = 8
+
+
+def _lit(text: str) -> str:
+    """Literal text inside a jinja template."""
+    return text.replace("{", "{{ '{' }}") if "{" in text else text
+
+
+@dataclass(frozen=True)
+class Text:
+    """A string: its jinja, and its Python value where it is a literal (for ``.format``)."""
+
+    jinja: str
+    raw: str | None = None
+
+
+@dataclass(frozen=True)
+class Opaque:
+    """A value the prompt text never shows (the answer, an index, an explanation)."""
+
+    what: str
+
+
+@dataclass(frozen=True)
+class Seq:
+    """A list: ``letters`` (A, B, ... per option), ``options`` (the option texts), or fixed words."""
+
+    kind: str
+    words: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Split:
+    """``item["question"].split(...)``: its pieces are indexable."""
+
+    jinja: str
+    #: The pieces as our fields, where the task already splits the input there.
+    pieces: tuple[str, ...] = ()
+
+    def piece(self, index: int) -> Text:
+        if self.pieces:
+            if index >= len(self.pieces):
+                raise Problem("reads a piece of the input that our fields do not hold")
+            return Text(self.pieces[index])
+        return Text("{{ " + _piece(self.jinja, index) + " }}")
+
+
+@dataclass(frozen=True)
+class Length:
+    """``len(options)``: the number of options."""
+
+
+@dataclass(frozen=True)
+class Item:
+    """The document (``item``) or a dict built from it (key -> value)."""
+
+    values: dict[str, object]
+
+
+@dataclass(frozen=True)
+class NumberWords:
+    words: dict[int, str]
+
+
+@dataclass(frozen=True)
+class MethodRef:
+    name: str
+
+
+@dataclass(frozen=True)
+class Tup:
+    values: tuple[object, ...]
+
+
+class Reader:
+    """Reads methods of one config symbolically."""
+
+    def __init__(self, config: Config, target: Target):
+        self.config = config
+        self.target = target
+        self.option_count: int | None = None
+
+    # statements ------------------------------------------------------------------------
+
+    def call(self, name: str, args: list[object], kwargs: dict[str, object], depth: int = 0) -> object:
+        func = self.config.methods.get(name)
+        if func is None:
+            raise Problem(f"calls self.{name}, which is not in the config")
+        if depth > _MAX_DEPTH:
+            raise Problem(f"calls nest too deep at {name}")
+        if _rewrites_document(func):
+            raise Problem("rewrites the document in code before formatting")
+        params = [a.arg for a in func.args.args]
+        if params and params[0] == "self":
+            params = params[1:]
+        env: dict[str, object] = {}
+        for pname, value in zip(params, args, strict=False):
+            env[pname] = value
+        if len(args) > len(params):
+            raise Problem(f"calls {name} with too many arguments")
+        for key, value in kwargs.items():
+            if key not in params:
+                raise Problem(f"calls {name} with {key}=, which it does not take (InstructionEval's own code raises TypeError)")
+            env[key] = value
+        for pname in params:
+            env.setdefault(pname, Opaque(f"missing {pname}"))
+        result = self.run(func.body, env, depth)
+        if result is None:
+            raise Problem(f"{name} returns nothing readable")
+        return result
+
+    def run(self, body: list[ast.stmt], env: dict[str, object], depth: int) -> object | None:
+        for stmt in body:
+            if isinstance(stmt, ast.Return):
+                return self.expr(stmt.value, env, depth) if stmt.value is not None else None
+            if isinstance(stmt, ast.Assign):
+                value = self.expr(stmt.value, env, depth)
+                for target in stmt.targets:
+                    self.assign(target, value, env)
+            elif isinstance(stmt, ast.AugAssign) and isinstance(stmt.op, ast.Add) and isinstance(stmt.target, ast.Name):
+                env[stmt.target.id] = self.concat(env.get(stmt.target.id), self.expr(stmt.value, env, depth))
+            elif isinstance(stmt, ast.For):
+                self.loop(stmt, env, depth)
+            elif isinstance(stmt, ast.Try):
+                result = self.run(stmt.body, env, depth)
+                if result is not None:
+                    return result
+            elif isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call):
+                callee = stmt.value.func
+                if not (isinstance(callee, ast.Name) and callee.id == "print"):
+                    raise Problem(f"runs {ast.unparse(stmt)[:60]}")
+            elif isinstance(stmt, ast.Pass):
+                continue
+            elif isinstance(stmt, ast.If):
+                raise Problem(f"branches in code ({ast.unparse(stmt.test)[:50]})")
+            else:
+                raise Problem(f"runs {type(stmt).__name__} statements")
+        return None
+
+    def assign(self, target: ast.expr, value: object, env: dict[str, object]) -> None:
+        if isinstance(target, ast.Name):
+            env[target.id] = value
+            return
+        if isinstance(target, ast.Tuple):
+            names = target.elts
+            if isinstance(value, Tup) and len(value.values) == len(names):
+                for n, v in zip(names, value.values, strict=True):
+                    self.assign(n, v, env)
+                return
+            if isinstance(value, Seq) and value.kind == "options":
+                self.option_count = len(names)
+                for i, n in enumerate(names):
+                    self.assign(n, Text("{{ choices[" + str(i) + "] }}"), env)
+                return
+            if isinstance(value, Split):
+                for i, n in enumerate(names):
+                    self.assign(n, value.piece(i), env)
+                return
+            raise Problem(f"unpacks {type(value).__name__} into {len(names)} names")
+        if isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name):
+            holder = env.get(target.value.id)
+            key = _literal(target.slice)
+            if target.value.id == "item":
+                raise Problem("rewrites the document in code before formatting")
+            if isinstance(holder, Item) and key is not None:
+                holder.values[key] = value
+                return
+        raise Problem(f"assigns to {ast.unparse(target)[:40]}")
+
+    def loop(self, stmt: ast.For, env: dict[str, object], depth: int) -> None:
+        """A loop over the options: each ``+=`` in it becomes a jinja loop over ``choices``."""
+        it = stmt.iter
+        names: list[str] = []
+        kinds: list[str] = []
+        if isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and it.func.id == "zip":
+            seqs = [self.expr(a, env, depth) for a in it.args]
+            if not isinstance(stmt.target, ast.Tuple) or len(stmt.target.elts) != len(seqs):
+                raise Problem("loops over a zip it does not unpack")
+            names = [n.id for n in stmt.target.elts if isinstance(n, ast.Name)]
+            kinds = [s.kind if isinstance(s, Seq) else "?" for s in seqs]
+        else:
+            seq = self.expr(it, env, depth)
+            if isinstance(stmt.target, ast.Name):
+                names = [stmt.target.id]
+                kinds = [seq.kind if isinstance(seq, Seq) else "?"]
+        if len(names) != len(kinds) or any(k not in ("letters", "letters in lower case", "options") for k in kinds):
+            raise Problem(f"loops over {ast.unparse(it)[:50]}")
+        inner = dict(env)
+        for name, kind in zip(names, kinds, strict=True):
+            inner[name] = Text("{{ c }}") if kind == "options" else Text(_LETTER if kind == "letters" else _LETTER.lower())
+        letters = next((n for n, k in zip(names, kinds, strict=True) if k.startswith("letters")), None)
+        pieces = self.loop_body(stmt.body, inner, depth, letters)
+        for name, piece in pieces.items():
+            env[name] = self.concat(env.get(name), Text("{% for c in choices %}" + piece + "{% endfor %}"))
+
+    def loop_body(self, body: list[ast.stmt], env: dict[str, object], depth: int, letters: str | None) -> dict[str, str]:
+        """Jinja of what each ``+=`` in a loop body adds per option."""
+        pieces: dict[str, str] = {}
+        for stmt in body:
+            if isinstance(stmt, ast.AugAssign) and isinstance(stmt.op, ast.Add) and isinstance(stmt.target, ast.Name):
+                value = self.expr(stmt.value, env, depth)
+                if not isinstance(value, Text):
+                    raise Problem("adds a non-text value in a loop")
+                pieces[stmt.target.id] = pieces.get(stmt.target.id, "") + value.jinja
+            elif isinstance(stmt, ast.If) and letters is not None and _is_last(stmt.test, letters):
+                yes = self.loop_body(stmt.body, env, depth, letters)
+                no = self.loop_body(stmt.orelse, env, depth, letters)
+                for name in dict.fromkeys([*yes, *no]):
+                    branch = "{% if loop.last %}" + yes.get(name, "") + "{% else %}" + no.get(name, "") + "{% endif %}"
+                    pieces[name] = pieces.get(name, "") + branch
+            else:
+                raise Problem(f"runs {ast.unparse(stmt)[:50]} in a loop over the options")
+        return pieces
+
+    # expressions -----------------------------------------------------------------------
+
+    def concat(self, left: object, right: object) -> Text:
+        if not isinstance(left, Text) or not isinstance(right, Text):
+            raise Problem("joins a non-text value")
+        raw = left.raw + right.raw if left.raw is not None and right.raw is not None else None
+        return Text(left.jinja + right.jinja, raw)
+
+    def expr(self, node: ast.expr, env: dict[str, object], depth: int) -> object:
+        if isinstance(node, ast.Constant):
+            if isinstance(node.value, str):
+                return Text(_lit(node.value), node.value)
+            return Opaque(repr(node.value))
+        if isinstance(node, ast.Name):
+            if node.id not in env and node.id in self.config.number_words:
+                return NumberWords(self.config.number_words[node.id])
+            if node.id not in env:
+                raise Problem(f"uses {node.id}, which is not defined in the method")
+            return env[node.id]
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+            return self.concat(self.expr(node.left, env, depth), self.expr(node.right, env, depth))
+        if isinstance(node, ast.Dict):
+            values: dict[str, object] = {}
+            for k, v in zip(node.keys, node.values, strict=True):
+                key = _literal(k) if k is not None else None
+                if key is None:
+                    raise Problem("builds a dict with computed keys")
+                values[key] = self.expr(v, env, depth)
+            return Item(values)
+        if isinstance(node, ast.List):
+            words = [_literal(e) for e in node.elts]
+            if all(w is not None for w in words):
+                fixed = tuple(w for w in words if w is not None)
+                if fixed and LETTERS.startswith("".join(fixed)) and all(len(w) == 1 for w in fixed):
+                    return Seq("letters", fixed)
+                return Seq("words", fixed)
+            raise Problem("builds a list in code")
+        if isinstance(node, ast.Tuple):
+            return Tup(tuple(self.expr(e, env, depth) for e in node.elts))
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self":
+            if node.attr in self.config.lists:
+                return Seq("words", tuple(self.config.lists[node.attr]))
+            if node.attr in self.config.methods:
+                return MethodRef(node.attr)
+            if node.attr in ("description", "example_output_prefix", "example_input_prefix", "choice_prefix"):
+                raise Problem(f"reads self.{node.attr}, which comes from BIG-bench's task.json at run time")
+            raise Problem(f"reads self.{node.attr}, set at run time")
+        if isinstance(node, ast.Subscript):
+            return self.subscript(node, env, depth)
+        if isinstance(node, ast.Call):
+            return self.call_expr(node, env, depth)
+        if isinstance(node, ast.JoinedStr):
+            parts: list[str] = []
+            for value in node.values:
+                if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                    parts.append(_lit(value.value))
+                elif isinstance(value, ast.FormattedValue) and value.conversion == -1 and value.format_spec is None:
+                    shown = self.expr(value.value, env, depth)
+                    if not isinstance(shown, Text):
+                        raise Problem(f"an f-string shows {type(shown).__name__}")
+                    parts.append(shown.jinja)
+                else:
+                    raise Problem("an f-string with a conversion or spec")
+            return Text("".join(parts))
+        if isinstance(node, ast.IfExp):
+            # answer = "yes" if answer == "Yes" else "no": only the answer, never shown.
+            return Opaque("conditional")
+        raise Problem(f"computes {ast.unparse(node)[:50]}")
+
+    def subscript(self, node: ast.Subscript, env: dict[str, object], depth: int) -> object:
+        source = ast.unparse(node.value)
+        if "chr(" in source:
+            # [chr(x) for x in range(ord("A"), ord("Z") + 1)][:len(options)]
+            if "ord('A')" in source:
+                return Seq("letters")
+            return Seq("letters in lower case" if "ord('a')" in source else f"letters from {source[:40]}")
+        holder = self.expr(node.value, env, depth)
+        key = _literal(node.slice)
+        if isinstance(holder, Item) and key is not None:
+            if key not in holder.values:
+                raise Problem(f"reads field {key!r} that the document does not have")
+            return holder.values[key]
+        index = node.slice.value if isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, int) else None
+        if isinstance(holder, Split) and index is not None:
+            return holder.piece(index)
+        if isinstance(holder, NumberWords) and isinstance(node.slice, ast.Call):
+            if isinstance(self.expr(node.slice, env, depth), Length):
+                table = ", ".join(f"{k}: {json.dumps(v)}" for k, v in sorted(holder.words.items()))
+                return Text("{{ {" + table + "}[choices|length] }}")
+        if isinstance(holder, Seq) and holder.kind == "words" and index is not None and 0 <= index < len(holder.words):
+            word = holder.words[index]
+            return Text(_lit(word), word)
+        if isinstance(holder, Seq):
+            return Opaque("an option picked in code")  # item_names[options.index(answer)]
+        raise Problem(f"indexes {ast.unparse(node)[:50]}")
+
+    def call_expr(self, node: ast.Call, env: dict[str, object], depth: int) -> object:
+        callee = node.func
+        if isinstance(callee, ast.Attribute) and callee.attr == "format":
+            receiver = self.expr(callee.value, env, depth)
+            if not isinstance(receiver, Text) or receiver.raw is None:
+                raise Problem("formats a string built in code")
+            args = [self.expr(a, env, depth) for a in node.args]
+            kwargs: dict[str, object] = {}
+            for kw in node.keywords:
+                value = self.expr(kw.value, env, depth)
+                if kw.arg is None:
+                    if not isinstance(value, Item):
+                        raise Problem("formats with ** of a non-dict")
+                    kwargs.update(value.values)
+                else:
+                    kwargs[kw.arg] = value
+            return _format(receiver.raw, args, kwargs)
+        if isinstance(callee, ast.Attribute) and callee.attr == "split":
+            base = self.expr(callee.value, env, depth)
+            if not isinstance(base, Text) or base.jinja != self.whole() or len(node.args) != 1:
+                raise Problem("splits a text other than the input")
+            sep = _literal(node.args[0])
+            maxsplit = None
+            for kw in node.keywords:
+                if kw.arg == "maxsplit" and isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, int):
+                    maxsplit = kw.value.value
+                else:
+                    raise Problem("splits with computed arguments")
+            if sep is None:
+                raise Problem("splits at a computed separator")
+            if self.target.target in WHOLE_INPUT and (self.target.target, sep) not in WHOLE_SPLITS:
+                raise Problem(f"splits the input at {sep!r}, where our fields do not")
+            known = WHOLE_SPLITS.get((self.target.target, sep), ())
+            inner = self.whole()[3:-3]
+            return Split(f"{inner}.split({json.dumps(sep)}" + (f", {maxsplit})" if maxsplit is not None else ")"), known)
+        func: str | None = None
+        if isinstance(callee, ast.Attribute) and isinstance(callee.value, ast.Name) and callee.value.id == "self":
+            func = callee.attr
+        elif isinstance(callee, ast.Name) and isinstance(env.get(callee.id), MethodRef):
+            ref = env[callee.id]
+            func = ref.name if isinstance(ref, MethodRef) else None
+        if isinstance(callee, ast.Name) and callee.id == "len" and len(node.args) == 1:
+            if isinstance(self.expr(node.args[0], env, depth), Seq):
+                return Length()
+        if isinstance(callee, ast.Name) and callee.id == "str" and len(node.args) == 1:
+            value = self.expr(node.args[0], env, depth)
+            if isinstance(value, Length):
+                return Text("{{ choices|length }}")
+        if func is None:
+            raise Problem(f"calls {ast.unparse(callee)[:50]}")
+        args = []
+        for a in node.args:
+            args.append(self.expr(a, env, depth))
+        kwargs = {}
+        for kw in node.keywords:
+            value = self.expr(kw.value, env, depth)
+            if kw.arg is None:
+                if not isinstance(value, Item):
+                    raise Problem("passes ** of a non-dict")
+                kwargs.update(value.values)
+            else:
+                kwargs[kw.arg] = value
+        return self.call(func, args, kwargs, depth + 1)
+
+    def whole(self) -> str:
+        return _whole_input(self.target)
+
+    def document(self) -> Item:
+        return Item({"question": Text(self.whole()), "options": Seq("options"), "answer": Opaque("answer")})
+
+
+def _rewrites_document(func: ast.FunctionDef) -> bool:
+    """Whether a method changes the document (``item[...] = ...``, ``item.pop(...)``) in place."""
+    for node in ast.walk(func):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AugAssign) else []
+        for target in targets:
+            if isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name) and target.value.id == "item":
+                return True
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("pop", "update", "clear"):
+            if isinstance(node.func.value, ast.Name) and node.func.value.id == "item":
+                return True
+    return False
+
+
+def _is_last(test: ast.expr, letters: str) -> bool:
+    """``item == item_names[-1]`` (the loop's letter is the last one)."""
+    return (
+        isinstance(test, ast.Compare)
+        and isinstance(test.left, ast.Name)
+        and test.left.id == letters
+        and len(test.comparators) == 1
+        and isinstance(test.comparators[0], ast.Subscript)
+        and ast.unparse(test.comparators[0].slice) == "-1"
+    )
+
+
+def _format(template: str, args: list[object], kwargs: dict[str, object]) -> Text | Opaque:
+    """Jinja of ``template.format(*args, **kwargs)`` over symbolic values (Opaque where it
+    shows a value that is never part of a prompt, such as the answer)."""
+    out: list[str] = []
+    auto = 0
+    for literal, name, spec, conversion in string.Formatter().parse(template):
+        out.append(_lit(literal))
+        if name is None:
+            continue
+        if spec or conversion:
+            raise Problem(f"formats {{{name}}} with a conversion or spec")
+        if name == "":
+            value = args[auto] if auto < len(args) else None
+            auto += 1
+        elif name.isdigit():
+            value = args[int(name)] if int(name) < len(args) else None
+        else:
+            value = kwargs.get(name)
+        if value is None:
+            raise Problem(f"uses {{{name}}}, which the config fills in code")
+        if isinstance(value, Opaque):
+            return Opaque(f"text showing {value.what}")
+        if isinstance(value, Length):
+            value = Text("{{ choices|length }}")
+        if not isinstance(value, Text):
+            raise Problem(f"shows {{{name}}} as {type(value).__name__}")
+        out.append(value.jinja)
+    return Text("".join(out))
+
+
+def _answer_style(label_space: object) -> AnswerStyle:
+    if isinstance(label_space, Seq) and label_space.kind == "letters":
+        return "letters"
+    if isinstance(label_space, Seq) and label_space.kind == "options":
+        return "text"
+    if isinstance(label_space, Seq) and label_space.kind.startswith("letters "):
+        raise Problem(f"scored on {label_space.kind} (a, b, ...); our answer styles write A, B, ...")
+    words = label_space.words if isinstance(label_space, Seq) else ()
+    raise Problem(f"scored on fixed words {list(words)} that code maps from the answer" if words else "label space built in code")
+
+
+def _read_handler(reader: Reader, handler: ast.expr) -> tuple[str, AnswerStyle]:
+    """(jinja text, answer words) of an instruction id's handler."""
+    doc = reader.document()
+    env: dict[str, object] = {"item": doc}
+    if isinstance(handler, ast.Lambda):
+        result = reader.expr(handler.body, env, 0)
+    else:
+        name = _self_attr(handler)
+        if name is None:
+            raise Problem(f"handler {ast.unparse(handler)[:50]}")
+        result = reader.call(name, [doc], {})
+    if not isinstance(result, Item) or not isinstance(result.values.get("input_text"), Text):
+        raise Problem("returns no readable input_text")
+    shown = result.values["input_text"]
+    assert isinstance(shown, Text)  # checked above
+    return shown.jinja, _answer_style(result.values.get("label_space"))
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str  # instructions.json task name
+    kind: str
+    target: str
+    stem: str
+    input_field: str
+
+
+#: The whole document text InstructionEval formats (its ``item["question"]``), where our task
+#: splits it into fields: BIG-bench's vitaminc input is "<passage>\nClaim: <claim>".
+WHOLE_INPUT = {"bbl.vitaminc_fact_verification": "{{ passage }}\nClaim: {{ claim }}"}
+#: Splits of the whole input that our fields already hold (InstructionEval keeps the space
+#: after "Claim:" in the claim).
+WHOLE_SPLITS = {("bbl.vitaminc_fact_verification", "\nClaim:"): ("{{ passage }}", " {{ claim }}")}
+
+
+def _whole_input(target: Target) -> str:
+    return WHOLE_INPUT.get(target.target, "{{ " + target.input_field + " }}")
+
+
+def _piece(split: str, index: int) -> str:
+    """Jinja for piece ``index`` of a split: that piece, or "" where the input has fewer pieces
+    (InstructionEval's unpacking would fail there; the study's documents all have them)."""
+    return f"({split} + {json.dumps([''] * (index + 1))})[{index}]"
+
+
+def _entry(config: Config, target: Target, ie_id: str, label: str) -> Instruction:
+    handler = config.handlers.get(ie_id)
+    if handler is None:
+        raise Problem("listed in instructions.json but no config maps it to a method")
+    source_kind, kind = ie_id.split("/")[:2]
+    observed = kind not in UNOBSERVED_KINDS
+    if source_kind not in COLLECTION_OF and observed:
+        raise Problem(f"unknown collection prefix {source_kind!r}")
+    reader = Reader(config, target)
+    text, answer = _read_handler(reader, handler)
+    if reader.option_count is not None and reader.option_count != FIXED_OPTIONS.get(target.target):
+        fixed = FIXED_OPTIONS.get(target.target)
+        raise Problem(
+            f"shows exactly {reader.option_count} options, but {target.target} documents have {fixed}"
+            if fixed
+            else f"shows exactly {reader.option_count} options, but the option count of {target.target} varies"
+            " from document to document (InstructionEval's own code fails on the others)"
+        )
+    if text.endswith("\n"):
+        # The renderer drops one trailing newline of a template; keep InstructionEval's.
+        text += "{{ '' }}"
+    # An answer expected right after "(" (as in "Answer: (") is scored as "(A", not "( A".
+    delimiter = "" if text.endswith("(") else " "
+    slug = re.sub(r"[^a-z0-9]+", "-", ie_id.lower()).strip("-")
+    source = f"{label}:instructions.json#{target.name}:{ie_id}"
+    provenance = (
+        Provenance(status="observed", collections=[COLLECTION_OF[source_kind]], source=source)
+        if observed
+        else Provenance(status="unobserved", author=AUTHOR, source=source)
+    )
+    return Instruction(
+        id=f"ie.{target.stem}.{slug}",
+        # The comment renders to nothing; it names the study's id and keeps one template run
+        # on several tasks distinct per task.
+        text="{# InstructionEval " + ie_id + " for " + target.name + " #}" + text,
+        answer_choices=answer,
+        target_delimiter=delimiter,
+        provenance=provenance,
+    )
+
+
+def study_targets(configs: Path) -> dict[str, tuple[Target, Path | str]]:
+    """Each study task's target and its config file (or why it has none)."""
+    out: dict[str, tuple[Target, Path | str]] = {}
+    for name, (file_stem, kind, target, stem) in STUDY_TASKS.items():
+        folder = configs / "MMLU" if target == "mmlu" else configs / "BBH"
+        found = sorted(folder.rglob(f"{file_stem}.py"))
+        where: Path | str = found[0] if found else f"no configs/{folder.name}/**/{file_stem}.py"
+        out[name] = (Target(name, kind, target, stem, "question" if target == "mmlu" else "input"), where)
+    return out
 
 
 def import_instructioneval(root: Path) -> ImportResult:
-    """Read the zero-shot phrasings of an InstructionEval checkout.
+    """Read the study's zero-shot instructions from an InstructionEval checkout.
 
     Args:
-        root: the checkout (the folder holding ``configs/``).
+        root: the checkout (the folder holding ``instructions.json`` and ``configs/``).
 
     Raises:
-        FileNotFoundError: ``root`` has no ``configs/`` folder.
+        FileNotFoundError: ``root`` lacks ``configs/`` or ``instructions.json``.
     """
     configs = root / "configs"
-    if not configs.is_dir():
-        raise FileNotFoundError(f"{root} has no configs/ folder; pass the root of an InstructionEval checkout")
+    listing = root / "instructions.json"
+    if not configs.is_dir() or not listing.is_file():
+        raise FileNotFoundError(f"{root} has no configs/ folder or instructions.json; pass the root of an InstructionEval checkout")
     revision = _git_revision(root)
     label = f"InstructionEval@{revision}" if revision else "InstructionEval"
     result = ImportResult("instructioneval", f"{label} ({root})")
-    for path in sorted(configs.rglob("*.py")):
-        rel = path.relative_to(configs)
-        if path.name in NOT_PHRASINGS or "__pycache__" in rel.parts:
+    try:
+        listed = json.loads(listing.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{listing}: not JSON ({exc})") from exc
+    for name, (target, where) in study_targets(configs).items():
+        ids = listed.get(name)
+        if not isinstance(ids, list):
+            continue  # not in this checkout's listing: nothing to import or skip
+        if isinstance(where, str):
+            for ie_id in ids:
+                result.skip(f"{name}:{ie_id}", where)
             continue
-        item_file = f"configs/{rel.as_posix()}"
-        target = _target(rel)
-        if isinstance(target, str):
-            result.skip(item_file, target)
-            continue
-        kind, name, stem = target
         try:
-            module = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-        except (SyntaxError, UnicodeDecodeError, ValueError) as exc:
-            result.skip(item_file, f"does not parse as Python: {type(exc).__name__}")
+            config = read_config(configs, where)
+        except (SyntaxError, UnicodeDecodeError, OSError) as exc:
+            for ie_id in ids:
+                result.skip(f"{name}:{ie_id}", f"config does not parse: {type(exc).__name__}")
             continue
-        for cls in (n for n in module.body if isinstance(n, ast.ClassDef)):
-            for func in (n for n in cls.body if isinstance(n, ast.FunctionDef)):
-                match = _METHOD.match(func.name)
-                if not match:
-                    continue
-                item = f"{item_file}#{cls.name}.{func.name}"
-                if match.group("fs"):
-                    result.skip(item, "few-shot variant (examples are not part of a phrasing)")
-                    continue
-                outcome = _phrasing(func, kind, name, stem, int(match.group("n")), item, label)
-                if isinstance(outcome, str):
-                    result.skip(item, outcome)
-                else:
-                    result.add(outcome)
+        for ie_id in ids:
+            try:
+                instruction = _entry(config, target, str(ie_id), label)
+            except Problem as exc:
+                result.skip(f"{name}:{ie_id}", str(exc))
+                continue
+            except ValueError as exc:
+                result.skip(f"{name}:{ie_id}", f"malformed template: {exc}")
+                continue
+            rel = f"{label}:configs/{where.relative_to(configs).as_posix()}"
+            result.add(RegisteredInstruction(instruction, rel, target.kind, target.target))
     return result
 
 
-def _phrasing(func: ast.FunctionDef, kind: str, name: str, stem: str, number: int, item: str, label: str) -> RegisteredInstruction | str:
-    template, helper = _template_and_helper(func)
-    if template is None:
-        return "no literal input_template (the text is built in code)"
-    if helper not in PLAIN_HELPERS:
-        return f"formatted by helper {helper or '?'}, whose layout is not reproduced"
-    if _rewrites_document(func):
-        return "rewrites the document in code before formatting"
-    used = format_placeholders(template)
-    is_mmlu = name == "mmlu"
-    placeholders = {"question": "{{ question }}" if is_mmlu else "{{ input }}"}
-    if used & set(_CHOICES):
-        if not is_mmlu:
-            return "four fixed options ({choiceA}..{choiceD}), but BIG-bench tasks vary in option count"
-        placeholders.update(_CHOICES)
-    elif is_mmlu:
-        return "does not show the answer options"
-    try:
-        text = format_to_jinja(template.strip(), placeholders)
-    except UnmappedPlaceholder as exc:
-        return f"uses {exc.names}, which the config fills in code"
-    except ValueError as exc:
-        return f"malformed format string: {exc}"
-    style: AnswerStyle = "letters" if used & set(_CHOICES) else "text"
-    instruction = Instruction(
-        id=f"ie.{stem}.u{number:02d}",
-        text=text,
-        answer_choices=style,
-        provenance=Provenance(status="unobserved", author=AUTHOR, source=f"{label}:{item}"),
-    )
-    return RegisteredInstruction(instruction, f"{label}:{item.split('#')[0]}", kind, name)
+def skip_target(item: str) -> str | None:
+    """The target (task or family) of a skipped item of this importer, for per-task counts.
+
+    Items are ``<instructions.json task>:<id>`` (skipped while reading) or a phrasing id
+    ``ie.<task>.<id>`` (skipped by the registry's checks).
+    """
+    by_name = {name: target for name, (_, _, target, _) in STUDY_TASKS.items()}
+    by_stem = {stem: target for _, (_, _, target, stem) in STUDY_TASKS.items()}
+    head = item.split(":", 1)[0].split("#")[-1]
+    if head in by_name:
+        return by_name[head]
+    parts = item.split(".")
+    if len(parts) >= 3 and parts[0] == "ie":
+        return by_stem.get(parts[1])
+    return None
+

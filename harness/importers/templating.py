@@ -74,7 +74,7 @@ def rename_variables(text: str, mapping: dict[str, str]) -> str:
     return result
 
 
-def _escape_literal(text: str) -> str:
+def escape_literal(text: str) -> str:
     """Make plain text safe to embed in a jinja template (it must render as itself)."""
     if any(opener in text for opener in ("{{", "{%", "{#")):
         return text.replace("{", "{{ '{' }}")
@@ -95,7 +95,7 @@ def format_to_jinja(template: str, mapping: dict[str, str]) -> str:
     parts: list[str] = []
     missing: list[str] = []
     for literal, name, spec, conversion in string.Formatter().parse(template):
-        parts.append(_escape_literal(literal))
+        parts.append(escape_literal(literal))
         if name is None:
             continue
         if name not in mapping or spec or conversion:

@@ -10,13 +10,36 @@ from pathlib import Path
 from typing import Any
 
 from harness.data.cache import atomic_write_bytes
-from harness.report.format import fmt, fmt_ci, jsonable
+from harness.report.format import fmt, fmt_ci, jsonable, md_text
 from harness.report.sources import ResultSource, unique_labels
 from harness.report.tables import csv_bytes
 from harness.stats.bootstrap import DEFAULT_BOOT
 from harness.stats.compare import Comparison, ModelResults, compare_models
 
 COMPARE_FILES = ("compare.md", "compare.csv", "compare_pairs.csv", "compare.json", "compare.html")
+
+
+class CompareProblem(ValueError):
+    """Results that cannot be compared (too few models, no task in common); says what to do."""
+
+
+def check_comparable(labels: list[str], sources: list[ResultSource]) -> None:
+    """Refuse a comparison whose tables would be empty: no task scored by two of the models.
+
+    Raises:
+        CompareProblem: naming each model's tasks.
+    """
+    scored = [sorted({p.task for p in s.phrasings if not math.isnan(p.score)}) for s in sources]
+    counts: dict[str, int] = {}
+    for tasks in scored:
+        for t in tasks:
+            counts[t] = counts.get(t, 0) + 1
+    if not any(c >= 2 for c in counts.values()):
+        listed = "; ".join(
+            f"{label}: {', '.join(tasks[:5]) or 'none'}{' ...' if len(tasks) > 5 else ''}"
+            for label, tasks in zip(labels, scored, strict=True)
+        )
+        raise CompareProblem(f"no task in common, nothing to compare ({listed}); compare results of the same tasks")
 
 
 def default_compare_dir(reports_dir: Path = Path("reports")) -> Path:
@@ -43,7 +66,7 @@ def render_compare_markdown(labels: dict[str, str], comparison: Comparison, n_bo
     """The comparison as Markdown."""
     c = comparison
     lines = ["# Model comparison across phrasings", "", "| model | results |", "|---|---|"]
-    lines += [f"| {label} | {origin} |" for label, origin in labels.items()]
+    lines += [f"| {md_text(label)} | {md_text(origin)} |" for label, origin in labels.items()]
     o = c.overall
     lines += [
         "",
@@ -51,7 +74,7 @@ def render_compare_markdown(labels: dict[str, str], comparison: Comparison, n_bo
         "",
     ]
     if c.notes:
-        lines += ["## Notes", "", *[f"- {n}" for n in c.notes], ""]
+        lines += ["## Notes", "", *[f"- {md_text(n)}" for n in c.notes], ""]
     lines += [
         "## Per task and model",
         "",
@@ -60,7 +83,7 @@ def render_compare_markdown(labels: dict[str, str], comparison: Comparison, n_bo
     ]
     for m in c.per_model:
         lines.append(
-            f"| {m.task} | {m.model} | {m.phrasings} | {'yes' if m.shared else 'no'} | {fmt(m.mean)} | {fmt(m.std)} | "
+            f"| {md_text(m.task)} | {md_text(m.model)} | {m.phrasings} | {'yes' if m.shared else 'no'} | {fmt(m.mean)} | {fmt(m.std)} | "
             f"{fmt(m.min)} | {fmt(m.max)} | {m.rank} |"
         )
     lines += [
@@ -72,7 +95,8 @@ def render_compare_markdown(labels: dict[str, str], comparison: Comparison, n_bo
     ]
     for s in c.stability:
         lines.append(
-            f"| {s.task} | {s.models} | {s.shared_phrasings} | {fmt(s.kendall_w)} | {fmt(s.mean_tau)} | {fmt(s.min_tau)} | {s.tau_pairs} |"
+            f"| {md_text(s.task)} | {s.models} | {s.shared_phrasings} | {fmt(s.kendall_w)} | {fmt(s.mean_tau)} | {fmt(s.min_tau)} | "
+            f"{s.tau_pairs} |"
         )
     lines += [
         "",
@@ -82,9 +106,10 @@ def render_compare_markdown(labels: dict[str, str], comparison: Comparison, n_bo
         "|---|---|---|---:|---:|---:|---:|---|---|---:|---|",
     ]
     for p in c.pairs:
-        flag = f"**rank flip** ({p.flipped_phrasings.replace(';', ', ')})" if p.flipped else ""
+        flag = f"**rank flip** ({md_text(p.flipped_phrasings.replace(';', ', '))})" if p.flipped else ""
         lines.append(
-            f"| {p.task} | {p.model_a} | {p.model_b} | {p.shared_phrasings} | {fmt(p.mean_a)} | {fmt(p.mean_b)} | "
+            f"| {md_text(p.task)} | {md_text(p.model_a)} | {md_text(p.model_b)} | {p.shared_phrasings} | "
+            f"{fmt(p.mean_a)} | {fmt(p.mean_b)} | "
             f"{fmt(p.p_a_beats_b)} | {fmt_ci(p.ci_low, p.ci_high)} | {p.a_wins} / {p.b_wins} / {p.ties} | {p.flips} | {flag} |"
         )
     lines += ["", "## Methods", "", *[f"- {m}" for m in method_lines(n_boot, seed)]]
@@ -97,11 +122,12 @@ def write_compare(
     """Compare two or more models' results and write the comparison files into ``out``.
 
     Raises:
-        ValueError: with fewer than two sources.
+        CompareProblem: with fewer than two sources, or no task scored by two of them.
     """
     if len(sources) < 2:
-        raise ValueError("a comparison needs at least two runs or imported models")
+        raise CompareProblem("a comparison needs at least two runs or imported models")
     names = unique_labels(sources)
+    check_comparable(names, sources)
     comparison = compare_models([ModelResults(n, s.phrasings) for n, s in zip(names, sources, strict=True)], n_boot=n_boot, seed=seed)
     labels = {n: s.origin for n, s in zip(names, sources, strict=True)}
     out.mkdir(parents=True, exist_ok=True)

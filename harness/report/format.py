@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
+
+#: Characters with a Markdown meaning anywhere in a line (backslash first, so escapes are not doubled).
+_MD_BACKSLASH = str.maketrans({c: "\\" + c for c in "\\`*[]|~"})
+#: A start that would turn a line (or a list item's text) into a heading, list, quote, rule or ordered item.
+_MD_LEADING = re.compile(r"^(\s*\d*)([#+=\-.)])")
+#: Emphasis underscores: not between two word characters (``nli_rte`` stays as it is).
+_MD_UNDERSCORE = re.compile(r"(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")
 
 
 def is_missing(value: Any) -> bool:
@@ -20,8 +28,25 @@ def fmt(value: Any, digits: int = 3) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        return f"{value:.{digits}f}"
+        text = f"{value:.{digits}f}"
+        # -0.0004 is not a negative effect: print it as the zero it rounds to.
+        return text[1:] if text.startswith("-") and not text.strip("-0.") else text
     return str(value)
+
+
+def md_text(value: Any) -> str:
+    """Text from data (ids, model names, notes, imported fields) made inert for a Markdown line or table cell.
+
+    HTML is escaped as entities (no raw ``<script>`` reaches a renderer), Markdown punctuation
+    (``|`` that would split a table cell, backticks, emphasis, links) is backslash-escaped, a
+    leading ``#``/``-``/``+``/``1.`` is escaped so the text cannot start a heading or list, and
+    newlines become ``<br>`` so a value stays in its table row.
+    """
+    text = str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = text.translate(_MD_BACKSLASH)
+    text = _MD_UNDERSCORE.sub(r"\\_", text)
+    text = _MD_LEADING.sub(lambda m: m.group(1) + "\\" + m.group(2), text)
+    return text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "<br>")
 
 
 def fmt_p(value: Any) -> str:

@@ -8,10 +8,13 @@ the network: styles are inline and plots are PNG data URIs.
 from __future__ import annotations
 
 import functools
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import jinja2
+import markupsafe
 
 from harness.report.format import fmt, fmt_ci, fmt_p
 from harness.report.methods import method_lines
@@ -45,8 +48,21 @@ def environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(fmt=fmt, fmt_ci=fmt_ci, fmt_p=fmt_p)
+    env.filters.update(fmt=fmt, fmt_ci=fmt_ci, fmt_p=fmt_p, breakable=breakable)
     return env
+
+
+#: Where a long id may wrap: after these separators.
+_BREAK_AFTER = re.compile(r"([._/:-])")
+
+
+def breakable(value: Any) -> markupsafe.Markup:
+    """Text escaped for HTML, with a line-break opportunity (``<wbr>``) after each ``.``, ``_``,
+    ``/``, ``:`` and ``-``, so long task and phrasing ids wrap in narrow table columns."""
+    escaped = str(markupsafe.escape(value))
+    # Escaping yields only &lt; &gt; &amp; &#34; &#39;, which hold none of the separators, so a
+    # break never lands inside an entity.
+    return markupsafe.Markup(_BREAK_AFTER.sub(r"\1<wbr>", escaped))
 
 
 def header_items(source: ResultSource) -> list[tuple[str, str]]:
@@ -83,14 +99,18 @@ def best_and_worst(analysis: Analysis) -> list[BestWorst]:
     ]
 
 
-def render_report_html(source: ResultSource, analysis: Analysis, plots: dict[str, Any]) -> str:
+def render_report_html(source: ResultSource, analysis: Analysis, plots: dict[str, Any], chance: Mapping[str, float] | None = None) -> str:
     """The HTML report of one model's results.
 
     Args:
         source: what the results are (run or import), for the header.
         analysis: the statistics.
         plots: ``strips`` (list of data URIs), ``seen_unseen`` and ``heatmap`` (data URI or None).
+        chance: task -> score of a random option (:func:`harness.report.chance.chance_from_rows`),
+            shown beside each task's mean; tasks without one show a dash.
     """
+    from harness.report.plots import shared_phrasings
+
     return (
         environment()
         .get_template("report.html.j2")
@@ -103,6 +123,8 @@ def render_report_html(source: ResultSource, analysis: Analysis, plots: dict[str
             best_worst=best_and_worst(analysis),
             methods=method_lines(analysis),
             any_seen=any(s.applicable for s in analysis.seen_unseen),
+            chance=dict(chance or {}),
+            shared_phrasings=len(shared_phrasings(analysis.by_task)),
         )
     )
 

@@ -13,6 +13,8 @@ Two formats (documented in harness/report/README.md):
 from __future__ import annotations
 
 import csv
+import dataclasses
+import io
 import json
 import math
 import re
@@ -33,6 +35,8 @@ _LM_EVAL_NAME = re.compile(r"^samples_(?P<task>.+?)_(?P<date>\d{4}-\d{2}-\d{2}T[
 _TRUE = {"1", "true", "yes", "y", "t", "1.0"}
 _FALSE = {"0", "false", "no", "n", "f", "0.0"}
 _MAX_PROBLEMS = 20
+#: The results of an imported model, written beside its report so `irh compare` can read the folder.
+IMPORTED_RESULTS = "imported.csv"
 
 
 class ImportProblem(ValueError):
@@ -79,18 +83,65 @@ class _Cells:
         self.docs: dict[str, tuple[float, float]] = {}
 
 
+def read_text(path: Path) -> str:
+    """A file's text as UTF-8 (a byte-order mark is allowed).
+
+    Raises:
+        ImportProblem: naming the line of the first byte that is not UTF-8.
+    """
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ImportProblem(
+            f"{path}:{line}: not UTF-8 (byte 0x{data[exc.start]:02x}); save the file as UTF-8 "
+            f"(e.g. `iconv -f latin1 -t utf-8 {path.name} > fixed.csv`)"
+        ) from None
+
+
+def _parse_scale(text: str) -> float | None:
+    """A declared score scale (the metric's maximum): a positive finite number; None when invalid."""
+    value = _parse_float(text)
+    if value is None or not math.isfinite(value) or value <= 0:
+        return None
+    return value
+
+
+def _score_problem(value: float, scale: float) -> str | None:
+    """Why an imported score cannot be used (None when it can): not finite, or outside 0..scale."""
+    if math.isnan(value):
+        return None
+    if not math.isfinite(value):
+        return f"score {value} is not a finite number; give the metric's value (empty or nan: no result)"
+    if not 0.0 <= value <= scale:
+        if scale == 1.0:
+            return (
+                f"score {value:g} is outside 0–1; give accuracy-like scores as fractions, or declare the metric's "
+                "scale in a `scale` column (e.g. 100 for BLEU on 0–100)"
+            )
+        return f"score {value:g} is outside 0–{scale:g} (the `scale` given on this row); fix the score or the scale"
+    return None
+
+
 def read_long_csv(path: Path) -> list[ResultSource]:
     """Read a long-format results CSV; one :class:`ResultSource` per model in it.
 
+    Scores are on 0–1 unless a ``scale`` column declares the metric's maximum (e.g. 100); a
+    score outside ``0..scale``, an infinite score and ``n`` below 1 are refused.
+
     Raises:
-        ImportProblem: listing every bad row (line number and column) at once.
+        ImportProblem: listing every bad row (line number and column) at once; a file that is
+            not UTF-8 or a field over the csv module's size limit, with its line.
     """
     problems: list[str] = []
     per_doc: dict[tuple[str, str, str], _Cells] = {}
     aggregate: dict[tuple[str, str, str], PhrasingResults] = {}
     tasks: dict[str, set[str]] = {}
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
+    scales: dict[tuple[str, str], float] = {}
+    text = read_text(path)
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
         header = [h.strip() for h in reader.fieldnames or []]
         missing = [c for c in REQUIRED_COLUMNS if c not in header]
         if missing:
@@ -99,7 +150,8 @@ def read_long_csv(path: Path) -> list[ResultSource]:
                 f"{', '.join(REQUIRED_COLUMNS)} and either doc_id + correct or score + n (see harness/report/README.md)"
             )
         reader.fieldnames = header
-        for line, raw in enumerate(reader, start=2):
+        for raw in reader:
+            line = reader.line_num
             row = {k: (v or "").strip() for k, v in raw.items() if k is not None}
             where = f"{path}:{line}"
             model, task, inst, status = (row["model"], row["task"], row["instruction_id"], row["status"])
@@ -113,6 +165,17 @@ def read_long_csv(path: Path) -> list[ResultSource]:
             seen = _parse_bool(seen_text) if seen_text else status == "observed"
             if seen is None:
                 problems.append(f"{where}: seen must be true/false (or 1/0, yes/no), got {seen_text!r}")
+                continue
+            scale_text = row.get("scale", "")
+            scale = _parse_scale(scale_text) if scale_text else 1.0
+            if scale is None:
+                problems.append(f"{where}: scale must be a positive number (the metric's maximum, e.g. 1 or 100), got {scale_text!r}")
+                continue
+            if scales.setdefault((model, task), scale) != scale:
+                problems.append(
+                    f"{where}: scale {scale:g} differs from {scales[(model, task)]:g} on an earlier row of {model} on {task}; "
+                    "give one scale per model and task"
+                )
                 continue
             key = (model, task, inst)
             tasks.setdefault(model, set()).add(task)
@@ -130,6 +193,13 @@ def read_long_csv(path: Path) -> list[ResultSource]:
                 if score is None:
                     problems.append(f"{where}: score is not a number: {row.get('score')!r}")
                     continue
+                if scale != 1.0 and correct is not None and not row.get("score"):
+                    problems.append(f"{where}: a row with a scale of {scale:g} needs its score (on 0–{scale:g}) besides correct")
+                    continue
+                bad = _score_problem(score, scale)
+                if bad:
+                    problems.append(f"{where}: {bad}")
+                    continue
                 if key in aggregate:
                     problems.append(f"{where}: {inst} of {model} on {task} has both per-document rows and a per-phrasing score")
                     continue
@@ -144,8 +214,12 @@ def read_long_csv(path: Path) -> list[ResultSource]:
                 if score is None or not row.get("score"):
                     problems.append(f"{where}: a row without doc_id needs a numeric score (the phrasing's score) and n")
                     continue
-                if not n_text.isdigit():
-                    problems.append(f"{where}: n must be a whole number of documents, got {n_text!r}")
+                bad = _score_problem(score, scale)
+                if bad:
+                    problems.append(f"{where}: {bad}")
+                    continue
+                if not n_text.isdigit() or int(n_text) < 1:
+                    problems.append(f"{where}: n must be a whole number of documents, at least 1, got {n_text!r}")
                     continue
                 if key in aggregate or key in per_doc:
                     problems.append(f"{where}: {inst} of {model} on {task} appears twice")
@@ -158,10 +232,17 @@ def read_long_csv(path: Path) -> list[ResultSource]:
                     prompt=row.get("text", ""),
                     reported_score=score,
                     reported_n=int(n_text),
+                    score_scale=scale,
                 )
             if len(problems) >= _MAX_PROBLEMS:
                 problems.append("(stopped after 20 problems)")
                 break
+    except csv.Error as exc:
+        # e.g. a field over csv's 131,072-character limit: one line, not a traceback.
+        problems.append(
+            f"{path}:{reader.reader.line_num}: {exc}; a long-format CSV holds ids, scores and short texts: shorten the field "
+            "(or check that its quotes are balanced)"
+        )
     if problems:
         raise ImportProblem("\n".join(problems))
     by_model: dict[str, list[PhrasingResults]] = {}
@@ -177,6 +258,7 @@ def read_long_csv(path: Path) -> list[ResultSource]:
                 scores=np.array([cells.docs[d][0] for d in docs]),
                 correct=np.array([cells.docs[d][1] for d in docs]),
                 prompt=cells.text,
+                score_scale=scales[(model, task)],
             )
         )
     for (model, _, _), p in aggregate.items():
@@ -187,10 +269,35 @@ def read_long_csv(path: Path) -> list[ResultSource]:
             origin=f"import of {path.name}",
             phrasings=ps,
             tasks=sorted(tasks[m]),
-            details=[f"imported from {path} (long-format CSV)"],
+            details=[
+                f"imported from {path} (long-format CSV)",
+                *[
+                    f"scores of {t} are on 0–{scales[(m, t)]:g} (declared in the scale column)"
+                    for t in sorted(tasks[m])
+                    if scales[(m, t)] != 1.0
+                ],
+            ],
         )
         for m, ps in sorted(by_model.items())
     ]
+
+
+def write_long_csv(source: ResultSource, path: Path) -> None:
+    """Write one model's results as a long-format CSV that :func:`read_long_csv` reads back unchanged,
+    so a folder made by ``irh report --import`` can be compared later."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow([*REQUIRED_COLUMNS, "seen", "doc_id", "correct", "score", "n", "scale", "text"])
+    for p in source.phrasings:
+        scale = "" if p.score_scale is None else repr(float(p.score_scale))
+        head = [source.model, p.task, p.instruction_id, p.status, "true" if p.seen else "false"]
+        if not p.per_document:
+            writer.writerow([*head, "", "", repr(float(p.score)), p.n, scale, p.prompt])
+            continue
+        for i, (doc, score, correct) in enumerate(zip(p.doc_ids, p.scores, p.correct, strict=True)):
+            right = "" if math.isnan(correct) else str(int(correct))
+            writer.writerow([*head, doc, right, "nan" if math.isnan(score) else repr(float(score)), "", scale, p.prompt if i == 0 else ""])
+    path.write_text(buf.getvalue(), encoding="utf-8")
 
 
 def lm_eval_task_name(path: Path) -> str:
@@ -224,6 +331,16 @@ def _lm_eval_model_name(folder: Path) -> str | None:
     return None
 
 
+def _lm_eval_score(value: Any) -> float | None:
+    """A per-sample metric value on 0..1 (NaN stays NaN: no result); None when unusable."""
+    if isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, (int, float)):
+        return None
+    score = float(value)
+    return score if math.isnan(score) or 0.0 <= score <= 1.0 else None
+
+
 def read_lm_eval_samples(path: Path, options: ImportOptions | None = None) -> ResultSource:
     """Read one lm-eval ``samples_*.jsonl`` file as one phrasing of one task.
 
@@ -238,33 +355,36 @@ def read_lm_eval_samples(path: Path, options: ImportOptions | None = None) -> Re
     metric: str | None = None
     first_filter: str | None = None
     filters: set[str] = set()
-    with open(path, encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                sample = json.loads(line)
-            except ValueError as exc:
-                raise ImportProblem(f"{path}:{line_no}: not JSON ({exc}); give lm-eval's samples_<task>_<date>.jsonl files") from None
-            if not isinstance(sample, dict) or "doc_id" not in sample:
-                raise ImportProblem(f"{path}:{line_no}: no doc_id; this is not an lm-eval samples file (run lm_eval with --log_samples)")
+    for line_no, line in enumerate(read_text(path).split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            sample = json.loads(line)
+        except ValueError as exc:
+            raise ImportProblem(f"{path}:{line_no}: not JSON ({exc}); give lm-eval's samples_<task>_<date>.jsonl files") from None
+        if not isinstance(sample, dict) or "doc_id" not in sample:
+            raise ImportProblem(f"{path}:{line_no}: no doc_id; this is not an lm-eval samples file (run lm_eval with --log_samples)")
+        if metric is None:
+            metric = next((m for m in LM_EVAL_METRICS if m in sample), None)
             if metric is None:
-                metric = next((m for m in LM_EVAL_METRICS if m in sample), None)
-                if metric is None:
-                    numeric = sorted(k for k, v in sample.items() if isinstance(v, (int, float)) and k != "doc_id")
-                    raise ImportProblem(
-                        f"{path}:{line_no}: no {' or '.join(LM_EVAL_METRICS)} field to read correctness from "
-                        f"(numeric fields: {', '.join(numeric) or 'none'})"
-                    )
-            # A task with several filters logs one line per filter; keep the first filter's lines.
-            filt = str(sample.get("filter", ""))
-            filters.add(filt)
-            first_filter = filt if first_filter is None else first_filter
-            if filt != first_filter:
-                continue
-            value = sample.get(metric)
-            score = math.nan if value is None else float(value)
-            docs[str(sample["doc_id"])] = (score, _lm_eval_prompt(sample) if not docs else "")
+                numeric = sorted(k for k, v in sample.items() if isinstance(v, (int, float)) and k != "doc_id")
+                raise ImportProblem(
+                    f"{path}:{line_no}: no {' or '.join(LM_EVAL_METRICS)} field to read correctness from "
+                    f"(numeric fields: {', '.join(numeric) or 'none'})"
+                )
+        # A task with several filters logs one line per filter; keep the first filter's lines.
+        filt = str(sample.get("filter", ""))
+        filters.add(filt)
+        first_filter = filt if first_filter is None else first_filter
+        if filt != first_filter:
+            continue
+        value = sample.get(metric)
+        score = math.nan if value is None else _lm_eval_score(value)
+        if score is None:
+            raise ImportProblem(
+                f"{path}:{line_no}: {metric} is {value!r}; lm-eval's {metric} is 0 or 1 per sample (null: no result)"
+            )
+        docs[str(sample["doc_id"])] = (score, _lm_eval_prompt(sample) if not docs else "")
     if not docs:
         raise ImportProblem(f"{path}: no samples")
     ids = list(docs)
@@ -282,6 +402,7 @@ def read_lm_eval_samples(path: Path, options: ImportOptions | None = None) -> Re
         scores=scores,
         correct=np.where(np.isnan(scores), np.nan, (scores >= 1.0).astype(float)),
         prompt=docs[ids[0]][1],
+        score_scale=1.0,
     )
     model = options.model or _lm_eval_model_name(path.parent) or "imported"
     return ResultSource(model=model, origin=f"import of {path.name}", phrasings=[phrasing], tasks=[task], details=details)
@@ -333,23 +454,39 @@ def import_results(paths: Sequence[Path], options: ImportOptions | None = None) 
     return list(merged.values())
 
 
+def read_import_folder(folder: Path) -> list[ResultSource]:
+    """The models of a folder written by ``irh report --import``: its ``imported.csv``, or, for an
+    import of several models, the ``imported.csv`` of each model's subfolder."""
+    files = [folder / IMPORTED_RESULTS] if (folder / IMPORTED_RESULTS).is_file() else sorted(folder.glob(f"*/{IMPORTED_RESULTS}"))
+    sources = []
+    for file in files:
+        for source in read_long_csv(file):
+            where = file.parent
+            details = [f"imported results in {where}", *source.details[1:]]
+            sources.append(dataclasses.replace(source, origin=f"imported results in {where}", details=details))
+    return sources
+
+
 def load_sources(paths: Sequence[Path], options: ImportOptions | None = None) -> list[ResultSource]:
-    """Run folders and import files, in the order given; import files may hold several models.
+    """Run folders, folders written by ``irh report --import`` and import files, in the order given;
+    import files and import folders may hold several models.
 
     Raises:
         ImportProblem: for import files that cannot be read.
-        harness.results.RunError: for folders that are not run folders.
+        harness.results.RunError: for folders that are neither run folders nor import folders.
     """
     from harness.report.sources import load_run
+    from harness.results import MANIFEST
 
     sources: list[ResultSource] = []
     files = [p for p in paths if not p.is_dir()]
     imported = iter(import_results(files, options)) if files else iter(())
-    # Keep run folders in place and put the imported models where their files first appear.
+    # Keep folders in place and put the imported models where their files first appear.
     placed = False
     for path in paths:
         if path.is_dir():
-            sources.append(load_run(path))
+            from_import = [] if (path / MANIFEST).exists() else read_import_folder(path)
+            sources.extend(from_import or [load_run(path)])
         elif not placed:
             sources.extend(imported)
             placed = True

@@ -19,7 +19,8 @@ def method_lines(analysis: Analysis) -> list[str]:
         "together (documents every phrasing scored); where only per-phrasing scores exist, phrasings only.",
         "Consistency: share of documents answered correctly under every phrasing (all right) and under none (none right).",
         "Seen vs unseen (the model's seen flag): difference of means (seen − unseen) with a two-way bootstrap CI; "
-        "Welch's t and Mann–Whitney U (two-sided, scipy) across phrasings; Cohen's d and Hedges' g (pooled ddof=1 std); "
+        "Welch's t and Mann–Whitney U (two-sided, scipy) across phrasings; Cohen's d and Hedges' g (pooled ddof=1 std; "
+        "undefined with fewer than two phrasings on a side); "
         "rank-biserial r = 2U/(n₁n₂) − 1; paired per-document Wilcoxon signed-rank test on each document's mean score "
         "under seen minus unseen phrasings, with the matched-pairs rank-biserial. "
         "Multiple-task correction: Holm's step-down method per test across the tasks of this report "
@@ -27,6 +28,7 @@ def method_lines(analysis: Analysis) -> list[str]:
         "Variance decomposition: two-way random-effects ANOVA sums of squares on the phrasing × document 0/1 correctness "
         "matrix; with one observation per cell the phrasing × document interaction is confounded with residual noise. "
         "Shares of the total sum of squares, and variance components from expected mean squares (negative estimates set to 0).",
+        "A dash (–) marks a statistic that is undefined for these results (empty in the CSV files, null in summary.json).",
         "Family and category rows: task statistics macro-averaged over the group's tasks; 'shared' columns describe the "
         "phrasings run on every task of the group, each scored by its mean over those tasks.",
     ]

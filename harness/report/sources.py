@@ -9,6 +9,7 @@ import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.report.chance import chance_from_rows
 from harness.results import RunManifest, iter_samples, read_manifest
 from harness.stats.data import PhrasingResults, TaskInfo, default_task_info, phrasings_from_rows
 
@@ -37,6 +38,15 @@ class ResultSource:
     details: list[str] = field(default_factory=list)
     #: Backend arguments and run settings that tell two runs of one model apart in labels.
     settings: dict[str, str] = field(default_factory=dict)
+    #: Family and category per task as the run recorded them (run.json); tasks missing here
+    #: are looked up in today's registry (:func:`registry_task_info`).
+    task_info: dict[str, TaskInfo] = field(default_factory=dict)
+    #: Per task, the expected score of an option picked at random (multiple-choice runs only).
+    chance: dict[str, float] = field(default_factory=dict)
+
+    def info_of(self, task: str) -> TaskInfo:
+        """A task's family and category: as recorded by the run, else from the registry or the id."""
+        return self.task_info.get(task) or registry_task_info(task)
 
     @property
     def samples(self) -> int:
@@ -47,16 +57,28 @@ class ResultSource:
 def load_run(run_dir: Path) -> ResultSource:
     """Read a run folder (run.json + samples.jsonl) into a :class:`ResultSource`."""
     manifest = read_manifest(run_dir)
-    phrasings = phrasings_from_rows(iter_samples(run_dir))
+    rows = list(iter_samples(run_dir))
+    phrasings = phrasings_from_rows(rows)
     args = {str(k): str(v) for k, v in (manifest.model.get("args") or {}).items()}
     args["placement"] = manifest.placement
+    # Family and category as they were when the run was made: editing a task file later must not regroup it.
+    recorded = {t: TaskInfo(r.family, r.category or "") for t, r in manifest.tasks.items() if r.family is not None}
+    unrecorded = sorted(t for t in manifest.tasks if t not in recorded)
+    details = (
+        [f"family and category of {len(unrecorded)} task(s) from today's tasks/*.yaml (run.json predates recording them)"]
+        if unrecorded
+        else []
+    )
     return ResultSource(
         model=str(manifest.model.get("name") or manifest.model.get("backend") or "?"),
         origin=manifest.run_id,
         phrasings=phrasings,
         tasks=sorted(manifest.tasks),
         manifest=manifest,
+        details=details,
         settings=args,
+        task_info=recorded,
+        chance=chance_from_rows(rows),
     )
 
 

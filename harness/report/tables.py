@@ -7,11 +7,11 @@ import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from harness.data.cache import atomic_write_bytes
 from harness.report.format import csv_cell, jsonable
-from harness.report.sources import ResultSource, load_run, registry_task_info
+from harness.report.sources import ResultSource, load_run
 from harness.stats.analysis import Analysis, analyse
 from harness.stats.bootstrap import DEFAULT_BOOT
 
@@ -79,12 +79,24 @@ def write_source_report(
     Returns:
         The written files by name.
     """
+    import dataclasses
+
+    from harness.report.budgeted import budget_section
     from harness.report.markdown import render_markdown
 
-    analysis = analyse(source.phrasings, source.tasks, registry_task_info, n_boot=n_boot, seed=seed)
+    # A budgeted run says so in its header, and gains the estimate of the full run.
+    budgeted = budget_section(source, seed=seed)
+    if budgeted is not None:
+        source = dataclasses.replace(source, details=[*source.details, budgeted.header])
+    analysis = analyse(source.phrasings, source.tasks, source.info_of, n_boot=n_boot, seed=seed)
     out.mkdir(parents=True, exist_ok=True)
     paths = {name: out / name for name in REPORT_FILES if html or name != "report.html"}
-    atomic_write_bytes(paths["report.md"], render_markdown(source, analysis).encode("utf-8"))
+    markdown = render_markdown(source, analysis)
+    if budgeted is not None:
+        markdown += "\n" + budgeted.markdown
+        paths["budget_estimate.csv"] = out / "budget_estimate.csv"
+        atomic_write_bytes(paths["budget_estimate.csv"], budgeted.csv.encode("utf-8"))
+    atomic_write_bytes(paths["report.md"], markdown.encode("utf-8"))
     phrasing_fields = analysis.phrasings[0]._fields if analysis.phrasings else ("task", "instruction_id")
     atomic_write_bytes(paths["per_instruction.csv"], csv_bytes([tuple(p) for p in analysis.phrasings], phrasing_fields))
     header, rows = per_task_rows(analysis)
@@ -97,11 +109,11 @@ def write_source_report(
         from harness.report.plots import plot_heatmap, plot_phrasing_strips, plot_seen_unseen
 
         plots = {
-            "strips": plot_phrasing_strips(analysis.by_task),
+            "strips": plot_phrasing_strips(analysis.by_task, source.chance),
             "seen_unseen": plot_seen_unseen(analysis),
             "heatmap": plot_heatmap(analysis.by_task),
         }
-        atomic_write_bytes(paths["report.html"], render_report_html(source, analysis, plots).encode("utf-8"))
+        atomic_write_bytes(paths["report.html"], render_report_html(source, analysis, plots, chance=source.chance).encode("utf-8"))
     return paths
 
 
@@ -111,3 +123,60 @@ def write_report(
     """Compute the statistics of a run folder and write the report files (into the run folder
     unless ``out_dir`` is given); returns their paths."""
     return write_source_report(load_run(run_dir), out_dir or run_dir, n_boot=n_boot, seed=seed, html=html)
+
+
+def model_folder_names(models: Sequence[str]) -> list[str]:
+    """One folder name per model: its name with anything but letters, digits, ``.``, ``_`` and ``-``
+    replaced by ``_`` (``org/model`` -> ``org_model``), numbered where two would collide."""
+    import re
+
+    names: list[str] = []
+    for model in models:
+        base = re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("._") or "model"
+        name, k = base, 2
+        while name.lower() in (n.lower() for n in names):
+            name, k = f"{base}_{k}", k + 1
+        names.append(name)
+    return names
+
+
+class ImportReports(NamedTuple):
+    """What :func:`write_import_reports` wrote, and why there is no comparison when there is none."""
+
+    paths: dict[str, Path]
+    no_comparison: str = ""
+
+
+def write_import_reports(
+    sources: Sequence[ResultSource], out: Path, *, n_boot: int = DEFAULT_BOOT, seed: int = 0, html: bool = True
+) -> ImportReports:
+    """Reports of imported results, each with its results as ``imported.csv`` so that ``irh compare``
+    can read the folder again.
+
+    One model: its report in ``out``. Several: one report per model in ``out/<model>/`` and their
+    comparison (as ``irh compare`` makes it) in ``out`` itself; models without a task in common
+    get no comparison, and ``no_comparison`` says why.
+
+    Returns:
+        The written files, keyed ``<model folder>/<file>`` (plain file names for one model).
+    """
+    from harness.report.imports import IMPORTED_RESULTS, write_long_csv
+
+    if len(sources) == 1:
+        paths = write_source_report(sources[0], out, n_boot=n_boot, seed=seed, html=html)
+        write_long_csv(sources[0], out / IMPORTED_RESULTS)
+        return ImportReports({**paths, IMPORTED_RESULTS: out / IMPORTED_RESULTS})
+    from harness.report.compare import CompareProblem, write_compare
+
+    written: dict[str, Path] = {}
+    for name, source in zip(model_folder_names([s.model for s in sources]), sources, strict=True):
+        folder = out / name
+        for file, path in write_source_report(source, folder, n_boot=n_boot, seed=seed, html=html).items():
+            written[f"{name}/{file}"] = path
+        write_long_csv(source, folder / IMPORTED_RESULTS)
+        written[f"{name}/{IMPORTED_RESULTS}"] = folder / IMPORTED_RESULTS
+    try:
+        written.update(write_compare(list(sources), out, n_boot=n_boot, seed=seed, html=html))
+    except CompareProblem as exc:
+        return ImportReports(written, str(exc))
+    return ImportReports(written)

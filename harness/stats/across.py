@@ -10,7 +10,7 @@ phrasings, computed on scores in [0, 1] (metrics on a 0-100 scale are divided by
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -110,12 +110,14 @@ def _nanmean(values: Sequence[float]) -> float:
     return float(arr.mean()) if arr.size else math.nan
 
 
-def describe_scores(ids: Sequence[str], values: Sequence[float]) -> AcrossStats:
+def describe_scores(ids: Sequence[str], values: Sequence[float], scale: float | None = None) -> AcrossStats:
     """Spread of phrasing scores; NaN scores are left out.
 
     Args:
         ids: phrasing ids, parallel to ``values``.
         values: each phrasing's score.
+        scale: the metric's maximum when declared (used for CPS); None: 100 when a score
+            exceeds 1, else 1.
 
     Returns:
         The statistics; with one phrasing the std is NaN (ddof=1 needs two), with none
@@ -130,7 +132,8 @@ def describe_scores(ids: Sequence[str], values: Sequence[float]) -> AcrossStats:
     best = min(pairs, key=lambda p: (-p[1], p[0]))[0]
     worst = min(pairs, key=lambda p: (p[1], p[0]))[0]
     q05, q25, q75, q95 = np.percentile(arr, [5, 25, 75, 95])
-    scale = 100.0 if arr.max() > 1.0 else 1.0
+    if scale is None:
+        scale = 100.0 if arr.max() > 1.0 else 1.0
     max_p, avg_p = float(arr.max()), float(arr.mean())
     cps = (1.0 - (max_p - avg_p) / scale) * max_p / scale
     return AcrossStats(
@@ -150,6 +153,15 @@ def describe_scores(ids: Sequence[str], values: Sequence[float]) -> AcrossStats:
         cps=float(cps),
         score_scale=scale,
     )
+
+
+def declared_scale(phrasings: Iterable[PhrasingResults]) -> float | None:
+    """The score scale the phrasings declare, when they all declare the same one; else None (inferred)."""
+    scales = {p.score_scale for p in phrasings}
+    if len(scales) == 1:
+        (scale,) = scales
+        return None if scale is None else float(scale)
+    return None
 
 
 def bootstrap_mean_std(
@@ -200,7 +212,7 @@ def summarise_task(
     """Across-phrasing statistics of one task, with two-way bootstrap CIs of mean and std."""
     info = info or default_task_info(task)
     scored = [p for p in phrasings if not math.isnan(p.score)]
-    stats = describe_scores([p.instruction_id for p in scored], [p.score for p in scored])
+    stats = describe_scores([p.instruction_id for p in scored], [p.score for p in scored], declared_scale(scored))
     mean_reps, std_reps, method = bootstrap_mean_std(scored, matrix, make_rng(seed, "across", task), n_boot)
     mean_ci = percentile_ci(mean_reps, level)
     std_ci = percentile_ci(std_reps, level)
@@ -258,7 +270,8 @@ def summarise_groups(summaries: Sequence[TaskSummary], by_task: Mapping[str, Seq
     for name, members in sorted(groups.items()):
         per_task_scores = [{p.instruction_id: p.score for p in by_task.get(s.task, ()) if not math.isnan(p.score)} for s in members]
         shared = sorted(set.intersection(*(set(d) for d in per_task_scores))) if per_task_scores else []
-        shared_stats = describe_scores(shared, [float(np.mean([d[i] for d in per_task_scores])) for i in shared])
+        declared = declared_scale([p for s in members for p in by_task.get(s.task, ())])
+        shared_stats = describe_scores(shared, [float(np.mean([d[i] for d in per_task_scores])) for i in shared], declared)
         out.append(
             GroupSummary(
                 kind=kind,

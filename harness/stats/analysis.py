@@ -27,6 +27,8 @@ class Analysis:
     variance: list[VarianceDecomposition]
     by_task: dict[str, list[PhrasingResults]]
     matrices: dict[str, TaskMatrix]
+    #: Control phrasings' own scores: outside every other statistic.
+    controls: list[PhrasingScore] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     n_boot: int = DEFAULT_BOOT
     seed: int = 0
@@ -55,7 +57,11 @@ def analyse(
     Returns:
         The :class:`Analysis`; ``notes`` says what could not be computed and why.
     """
-    by_task = group_by_task(phrasings, tasks)
+    phrasings = list(phrasings)
+    # Control phrasings (harness/controls.py) are scored alone and shown beside the range;
+    # no across-phrasing, seen/unseen or variance statistic counts them.
+    controls = [p for p in phrasings if p.status == "control"]
+    by_task = group_by_task([p for p in phrasings if p.status != "control"], tasks)
     matrices = {t: build_matrix(t, ps) for t, ps in by_task.items()}
     opts = {"n_boot": n_boot, "seed": seed, "level": level}
     summaries = [summarise_task(t, ps, matrices[t], task_info(t), **opts) for t, ps in by_task.items()]  # type: ignore[arg-type]
@@ -93,6 +99,7 @@ def analyse(
         variance=[decompose_task(matrices[t]) for t in by_task],
         by_task=by_task,
         matrices=matrices,
+        controls=score_phrasings(sorted(controls, key=lambda p: (p.task, p.instruction_id)), **opts),  # type: ignore[arg-type]
         notes=notes,
         n_boot=n_boot,
         seed=seed,

@@ -38,6 +38,9 @@ class PhrasingResults:
     sha256: str = ""
     reported_score: float | None = None
     reported_n: int | None = None
+    #: The metric's maximum when the results declare it (imports: 1, or a ``scale`` column);
+    #: None: not declared, and the statistics infer 0-1 or 0-100 from the scores.
+    score_scale: float | None = None
 
     @property
     def per_document(self) -> bool:

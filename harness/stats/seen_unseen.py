@@ -79,12 +79,17 @@ def _not_applicable(
 
 
 def cohens_d(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """(Cohen's d, Hedges' g) of a - b with the pooled ddof=1 standard deviation."""
+    """(Cohen's d, Hedges' g) of a - b with the pooled ddof=1 standard deviation.
+
+    Undefined (NaN) unless each group has two values: a single phrasing has no spread of its
+    own, and a pooled std taken from the other group alone would report a size for a
+    difference the data cannot scale.
+    """
     n1, n2 = len(a), len(b)
-    if n1 + n2 <= 2 or n1 == 0 or n2 == 0:
+    if n1 < 2 or n2 < 2:
         return (math.nan, math.nan)
-    v1 = float(np.var(a, ddof=1)) if n1 > 1 else 0.0
-    v2 = float(np.var(b, ddof=1)) if n2 > 1 else 0.0
+    v1 = float(np.var(a, ddof=1))
+    v2 = float(np.var(b, ddof=1))
     pooled = math.sqrt(((n1 - 1) * v1 + (n2 - 1) * v2) / (n1 + n2 - 2))
     if pooled == 0.0:
         return (math.nan, math.nan)
@@ -133,7 +138,7 @@ def compare_seen_unseen(
             welch_t, welch_p, welch_df = float(welch.statistic), float(welch.pvalue), float(welch.df)
         else:
             welch_t = welch_p = welch_df = math.nan
-            notes.append("Welch's t needs two phrasings per group")
+            notes.append("Welch's t and Cohen's d / Hedges' g need two phrasings per group")
         mwu = sps.mannwhitneyu(seen, unseen, alternative="two-sided")
         mwu_u, mwu_p = float(mwu.statistic), float(mwu.pvalue)
     rank_biserial = 2.0 * mwu_u / (seen.size * unseen.size) - 1.0

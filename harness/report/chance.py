@@ -1,0 +1,34 @@
+"""The score a task gives to answers picked at random: the reference line of the report's plots.
+
+A multiple-choice document scored ``option_scores[choice]`` has, under a uniformly random
+choice, the expected score ``mean(option_scores)``: ``1/n`` with one right option among ``n``
+(0/1 scores), more where several options score. A task's chance is that expectation averaged
+over its documents. Generated answers have no options and no chance score.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+from harness.results import SampleRow
+
+
+def document_chance(option_scores: Sequence[float]) -> float | None:
+    """Expected score of a uniformly random option (None without options)."""
+    values = [float(v) for v in option_scores if not math.isnan(float(v))]
+    return sum(values) / len(values) if values else None
+
+
+def chance_from_rows(rows: Iterable[SampleRow]) -> dict[str, float]:
+    """Per task, the mean over its documents of :func:`document_chance`.
+
+    Every phrasing scores the same documents with the same options, so each (task, document)
+    counts once; tasks whose rows carry no option scores (generation tasks) are left out.
+    """
+    per_doc: dict[str, dict[str, float]] = {}
+    for row in rows:
+        value = document_chance(row.option_scores)
+        if value is not None:
+            per_doc.setdefault(row.task, {})[row.doc_id] = value
+    return {task: sum(docs.values()) / len(docs) for task, docs in sorted(per_doc.items())}

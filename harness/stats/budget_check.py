@@ -1,0 +1,158 @@
+"""How well budgeted estimates recover a full run: subsample its matrix and compare.
+
+For each budget (a share of the full run's cells) and each repeat, cells are chosen by the
+same design as a budgeted run (:func:`harness.budget.allocate_cells`, a new seed per repeat),
+every estimator is applied to them, and its estimates are compared with the full run's values:
+each across-phrasing statistic, and each phrasing's score (pooled over phrasings as
+``phrasing``). The summary per (budget, estimator, statistic) is the mean absolute error, the
+RMSE, the bias, the CIs' coverage and their mean width.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from harness.budget import BudgetError, allocate_cells, minimum_cells
+from harness.stats.budget import ACROSS_STATISTICS, DEFAULT_BUDGET_BOOT, ESTIMATORS, PartialMatrix, across_statistics, estimate_budget
+
+#: Budgets checked unless asked otherwise (shares of the full run's cells).
+DEFAULT_BUDGETS = (0.01, 0.02, 0.05, 0.10, 0.20, 0.50)
+DEFAULT_REPEATS = 50
+#: The name under which per-phrasing scores are summarised (pooled over phrasings).
+PHRASING = "phrasing"
+CHECK_STATISTICS = (*ACROSS_STATISTICS, PHRASING)
+
+
+class CheckRow(NamedTuple):
+    """One (task, budget, estimator, statistic) summary over repeats, on the metric's scale."""
+
+    task: str
+    budget: float
+    cells: int
+    estimator: str
+    statistic: str
+    repeats: int
+    full_value: float
+    mean_abs_error: float
+    rmse: float
+    bias: float
+    coverage: float
+    mean_ci_width: float
+
+
+class CheckResult(NamedTuple):
+    """Summaries plus the budgets that could not be checked, with why."""
+
+    rows: list[CheckRow]
+    notes: list[str]
+
+
+def _summarise(
+    task: str, budget: float, cells: int, estimator: str, full: dict[str, np.ndarray], found: dict[str, list[np.ndarray]]
+) -> list[CheckRow]:
+    out = []
+    for stat in CHECK_STATISTICS:
+        draws = np.array(found[stat])  # (repeats, 3, n) rows: value, low, high
+        truth = full[stat]
+        err = draws[:, 0] - truth
+        covered = (draws[:, 1] <= truth + 1e-12) & (truth - 1e-12 <= draws[:, 2])
+        out.append(
+            CheckRow(
+                task=task,
+                budget=budget,
+                cells=cells,
+                estimator=estimator,
+                statistic=stat,
+                repeats=draws.shape[0],
+                full_value=float(np.mean(truth)),
+                mean_abs_error=float(np.nanmean(np.abs(err))),
+                rmse=float(math.sqrt(np.nanmean(err**2))),
+                bias=float(np.nanmean(err)),
+                coverage=float(np.mean(covered)),
+                mean_ci_width=float(np.nanmean(draws[:, 2] - draws[:, 1])),
+            )
+        )
+    return out
+
+
+def check_budgets(
+    matrix: PartialMatrix,
+    task: str = "",
+    budgets: Sequence[float] = DEFAULT_BUDGETS,
+    repeats: int = DEFAULT_REPEATS,
+    n_boot: int = DEFAULT_BUDGET_BOOT,
+    seed: int = 0,
+    estimators: Sequence[str] = ESTIMATORS,
+    level: float = 0.95,
+    progress: Callable[[int], None] | None = None,
+) -> CheckResult:
+    """Subsample a full run's matrix at several budgets and score each estimator against it.
+
+    Args:
+        matrix: the full run (its scored cells are the target; a ragged run is fine).
+        task: the task id written into the rows.
+        budgets: shares of the full run's scored cells.
+        repeats: subsamples per budget (each with its own design seed).
+        n_boot: bootstrap replicates per estimate.
+        seed: the first design seed; repeat ``r`` uses ``seed + r``.
+        estimators: names from :data:`harness.stats.budget.ESTIMATORS`.
+        level: the CIs' confidence level.
+        progress: called with 1 after each (budget, repeat).
+
+    Returns:
+        The summaries, and notes on budgets skipped (below one cell per phrasing and document).
+    """
+    scale = matrix.scale
+    observed = matrix.observed
+    full_scores = matrix.full_scores()
+    full = {stat: np.array([v]) * scale for stat, v in zip(ACROSS_STATISTICS, across_statistics(full_scores), strict=True)}
+    full[PHRASING] = full_scores * scale
+    rows_i, cols_i = np.nonzero(observed)
+    available = {(matrix.phrasings[i], matrix.documents[j]) for i, j in zip(rows_i.tolist(), cols_i.tolist(), strict=True)}
+    n_p, n_d = matrix.shape
+    total = len(available)
+    rows: list[CheckRow] = []
+    notes: list[str] = []
+    for budget in budgets:
+        # A share of the cells the full run has (all of the grid unless it is ragged).
+        cells_wanted = min(total, math.ceil(budget * total - 1e-9))
+        if cells_wanted < minimum_cells(n_p, n_d):
+            notes.append(
+                f"{task}: budget {budget:.0%} ({cells_wanted} cells) is below one cell per phrasing and document "
+                f"({minimum_cells(n_p, n_d)} cells); skipped"
+            )
+            if progress:
+                progress(repeats)
+            continue
+        found: dict[str, dict[str, list[np.ndarray]]] = {e: {s: [] for s in CHECK_STATISTICS} for e in estimators}
+        for r in range(repeats):
+            try:
+                cells = allocate_cells(matrix.phrasings, matrix.documents, cells_wanted, seed + r, available=available)
+            except BudgetError as exc:
+                notes.append(f"{task}: budget {budget:.0%}: {exc}")
+                break
+            sub = matrix.subsample(cells)
+            for est in estimators:
+                result = estimate_budget(sub, est, n_boot=n_boot, seed=seed + r, level=level)
+                for stat in ACROSS_STATISTICS:
+                    iv = result.across[stat]
+                    found[est][stat].append(np.array([[iv.value], [iv.low], [iv.high]]))
+                found[est][PHRASING].append(
+                    np.array(
+                        [
+                            [iv.value for iv in result.phrasing_scores],
+                            [iv.low for iv in result.phrasing_scores],
+                            [iv.high for iv in result.phrasing_scores],
+                        ]
+                    )
+                )
+            if progress:
+                progress(1)
+        for est in estimators:
+            if found[est][PHRASING]:
+                rows.extend(_summarise(task, budget, cells_wanted, est, full, found[est]))
+    return CheckResult(rows, notes)

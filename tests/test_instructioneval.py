@@ -1,0 +1,560 @@
+"""The InstructionEval importer: a synthetic checkout in the real layout, and the real one.
+
+Every template text of the synthetic checkout is made up here; no text of InstructionEval is
+copied. The tests marked `reference` read the checkout at ../shared/reference/ (and run its
+own formatting code to compare renderings); they skip, saying why, where it is absent.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import sys
+import textwrap
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from harness.cli import main
+from harness.importers import SourceSpec, load_registry_with_observed, run_importers
+from harness.importers.instructioneval import FIXED_OPTIONS, STUDY_TASKS, import_instructioneval, skip_target, study_targets
+from harness.registry import RegisteredInstruction, load_tasks
+from harness.render import render_prompt
+
+REPO = Path(__file__).resolve().parent.parent
+REFERENCE = REPO.parent / "shared" / "reference" / "instructioneval-a1b6882"
+needs_reference = pytest.mark.skipif(
+    not (REFERENCE / "instructions.json").is_file(),
+    reason=f"the InstructionEval reference checkout is not at {REFERENCE}",
+)
+
+
+def _write(path: Path, text: str, prefix: str = "") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(prefix + textwrap.dedent(text).lstrip(), encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- synthetic checkout
+
+LISTING = {
+    "MMLU_General": ["MMLU/Unobserved/1", "MMLU/Unobserved/2", "NIV2/QA/1", "T0/QA/1", "Alpaca/QA/1", "Alpaca/Unobserved/1"],
+    "Known_Unknowns": ["BBL/Default/1", "BBL/Unobserved/1", "BBL/Unobserved/2", "BBL/Unobserved/3"],
+    "Language_Identification": ["BBL/Unobserved/1", "BBL/Unobserved/2"],
+    "Vitaminc_Fact_Verification": ["BBL/Unobserved/1"],
+    "StrategyQA": ["BBL/Unobserved/1", "BBL/Unobserved/2"],
+}
+
+
+def synthetic_checkout(root: Path, marker: Path) -> Path:
+    """A checkout in InstructionEval's layout with made-up texts; running any module writes ``marker``."""
+    ran = f"open({str(marker)!r}, 'w').write('ran')\n"
+    (root).mkdir(parents=True, exist_ok=True)
+    (root / "instructions.json").write_text(json.dumps(LISTING), encoding="utf-8")
+    _write(
+        root / "configs/preprocessor.py",
+        """
+        from configs.processors.NIV2_tasks import NIV2Tasks
+
+        class Preprocessor(NIV2Tasks):
+            def __init__(self, instruction, examples, eval_by_logits, input_dir=None):
+                self.instr2preprocessor = {
+                    "NIV2/QA/1": self.niv2_multiple_choice_1,
+                    "T0/QA/1": self.t0_multiple_choice_1,
+                    "Alpaca/QA/1": self.alpaca_multiple_choice_1,
+                }
+                self.add_unobserved_instructions()
+                self.processor = self.instr2preprocessor[instruction]
+
+            def default_QA(self, item):
+                input_text = self.description + " " + item["question"]
+                return {"input_text": input_text, "output_text": "A", "label_space": ["A", "B"]}
+
+            def niv2_template(self, item, niv2_task, niv2_template):
+                definition_text, input_text, _, answer, label_space = niv2_task(**item)
+                input_text, output_text = niv2_template(definition_text, input_text, answer)
+                return {"input_text": input_text, "output_text": output_text, "label_space": label_space}
+
+            def niv2_multiple_choice_1(self, item):
+                return self.niv2_template(item, self.niv2_9_made_up_qa, self.niv2_zs_template_1)
+        """,
+        prefix=ran,
+    )
+    _write(
+        root / "configs/processors/NIV2_tasks.py",
+        """
+        COUNT = {2: "two", 4: "four"}
+
+        class NIV2Tasks:
+            def niv2_9_made_up_qa(self, question, answer, options):
+                item_names = [chr(x) for x in range(ord("A"), ord("Z") + 1)][:len(options)]
+                options_ = ""
+                letters = ""
+                for item, option in zip(item_names, options):
+                    options_ += "[{}] {} ".format(item, option)
+                    if item == item_names[-1]:
+                        letters += "or {}".format(item)
+                    else:
+                        letters += "{}, ".format(item)
+                answer = item_names[options.index(answer)]
+                definition_text = "Synthetic definition: pick one of {} options, {}.".format(COUNT[len(options)], letters)
+                input_text = "{} {}".format(question, options_)
+                return definition_text, input_text, "none", answer, item_names
+
+            def niv2_zs_template_1(self, definition, inputs, output):
+                input_text = "Def: {Definition}\\nIn: {input}\\nOut:".format(Definition=definition, input=inputs)
+                return input_text, "{output}".format(output=output)
+
+            def t0_multiple_choice_1(self, item):
+                options_ = ""
+                for option in item["options"]:
+                    options_ += "\\n* {}".format(option)
+                input_text = "Synthetic P3 prompt. {question}{options_}".format(question=item["question"], options_=options_)
+                return {"input_text": input_text, "output_text": item["answer"], "label_space": item["options"]}
+
+            def alpaca_template_with_input(self, instruction, inputs, answer, label_space):
+                input_text = "Synthetic wrapper.\\n## Task:\\n{instruction}\\n## Input:\\n{input}\\n## Answer:".format(
+                    instruction=instruction, input=inputs)
+                return {"input_text": input_text, "output_text": answer, "label_space": label_space}
+
+            def alpaca_multiple_choice(self, item, instruction):
+                question, answer, options = item["question"], item["answer"], item["options"]
+                item_names = [chr(x) for x in range(ord("A"), ord("Z") + 1)][:len(options)]
+                _options = ""
+                for item, option in zip(item_names, options):
+                    _options += "\\n<{}> {}".format(item, option)
+                inputs = "Q: {question}{_options}".format(question=question, _options=_options)
+                return self.alpaca_template_with_input(instruction, inputs, answer, item_names)
+
+            def alpaca_multiple_choice_1(self, item):
+                instruction = "Synthetic observed instruction."
+                return self.alpaca_multiple_choice(item, instruction)
+        """,
+    )
+    _write(
+        root / "configs/MMLU/general.py",
+        """
+        from configs.preprocessor import Preprocessor
+
+        class MadeUpMMLU(Preprocessor):
+            _UNOBSERVED_ALPACA_INSTRUCTIONS = ["Written for the made-up study: think it through, then give one letter."]
+
+            def __init__(self, instruction, examples, eval_by_logits):
+                super().__init__(instruction, examples, eval_by_logits)
+
+            def add_unobserved_instructions(self):
+                self.instr2preprocessor["MMLU/Unobserved/1"] = self.unobserved1
+                self.instr2preprocessor["MMLU/Unobserved/2"] = self.unobserved2
+                self.instr2preprocessor["Alpaca/Unobserved/1"] = lambda item: self.alpaca_multiple_choice(
+                    item, self._UNOBSERVED_ALPACA_INSTRUCTIONS[0])
+
+            def unobserved_template(self, item, input_temptlate):
+                question, options, answer = item["question"], item["options"], item["answer"]
+                A, B, C, D = options
+                input_text = input_temptlate.format(question=question, choiceA=A, choiceB=B, choiceC=C, choiceD=D)
+                return {"input_text": input_text, "output_text": "A", "label_space": ["A", "B", "C", "D"]}
+
+            def unobserved1(self, item):
+                input_template = "Synthetic exam. {question}\\n(A) {choiceA}\\n(B) {choiceB}\\n" \\
+                                 "(C) {choiceC}\\n(D) {choiceD}\\nAnswer: ("
+                return self.unobserved_template(item, input_template)
+
+            def unobserved2(self, item):
+                input_template = "Synthetic two: {question} A. {choiceA} B. {choiceB} C. {choiceC} D. {choiceD}"
+                return self.unobserved_template(item, input_template)
+        """,
+        prefix=ran,
+    )
+    _write(
+        root / "configs/BBH/multiple_choice/known_unknowns.py",
+        """
+        from configs.preprocessor import Preprocessor
+
+        class MadeUpKnown(Preprocessor):
+            def add_unobserved_instructions(self):
+                self.instr2preprocessor["BBL/Default/1"] = self.default_QA
+                self.instr2preprocessor["BBL/Unobserved/1"] = self.unobserved1
+                self.instr2preprocessor["BBL/Unobserved/2"] = self.unobserved2
+                self.instr2preprocessor["BBL/Unobserved/3"] = self.unobserved3
+
+            def unobserved_template_QA(self, item, input_temptlate):
+                question, options, answer = item["question"], item["options"], item["answer"]
+                A, B = options
+                input_text = input_temptlate.format(question=question, choiceA=A, choiceB=B)
+                label_space = ["A", "B"]
+                return {"input_text": input_text, "output_text": "A", "label_space": label_space}
+
+            def unobserved1(self, item):
+                input_template = "Synthetic knowable? {question}\\nA: {choiceA}\\nB: {choiceB}"
+                return self.unobserved_template_QA(item, input_template)
+
+            def unobserved2(self, item):
+                input_template = "Synthetic: {question}\\nSay B if nobody can know, else say A."
+                return self.unobserved_template_QA(item, input_template)
+
+            def unobserved3(self, item):
+                item["question"] = item["question"].upper()
+                input_template = "Synthetic shouting {question}"
+                return self.unobserved_template_QA(item, input_template)
+        """,
+    )
+    letters = "ABCDEFGHIJK"
+    unpack = ", ".join(letters)
+    kwargs = ", ".join(f"choice{x}={x}" for x in letters)
+    _write(
+        root / "configs/BBH/classification/language_identification.py",
+        f"""
+        from configs.preprocessor import Preprocessor
+
+        class MadeUpLanguages(Preprocessor):
+            def add_unobserved_instructions(self):
+                self.instr2preprocessor["BBL/Unobserved/1"] = self.unobserved1
+                self.instr2preprocessor["BBL/Unobserved/2"] = self.unobserved2
+
+            def unobserved_template(self, item, input_temptlate):
+                question, options, answer = item["question"], item["options"], item["answer"]
+                {unpack} = options
+                input_text = input_temptlate.format(question=question, {kwargs})
+                label_space = {list(letters)!r}
+                return {{"input_text": input_text, "output_text": "A", "label_space": label_space}}
+
+            def unobserved1(self, item):
+                input_template = "Synthetic: which letter, A to K, names the language of {{question}}?"
+                return self.unobserved_template(item, input_template)
+
+            def unobserved2(self, item):
+                input_template = "{{question}}\\nSynthetic: it is one of {{choiceA}}, {{choiceK}}; it is"
+                return_dict = self.unobserved_template(item, input_template)
+                return_dict["label_space"] = item["options"]
+                return return_dict
+        """,
+    )
+    _write(
+        root / "configs/BBH/classification/vitaminc_fact_verification.py",
+        """
+        from configs.preprocessor import Preprocessor
+
+        class MadeUpVitaminc(Preprocessor):
+            def add_unobserved_instructions(self):
+                self.instr2preprocessor["BBL/Unobserved/1"] = self.unobserved1
+
+            def unobserved_template(self, item, input_template):
+                context, claim = item["question"].split("\\nClaim:")
+                input_text = input_template.format(context=context, claim=claim)
+                return {"input_text": input_text, "output_text": item["answer"], "label_space": item["options"]}
+
+            def unobserved1(self, item):
+                input_template = "Synthetic evidence: {context}\\nSynthetic claim:{claim}\\nVerdict:"
+                return self.unobserved_template(item, input_template)
+        """,
+    )
+    _write(
+        root / "configs/BBH/binary_classification/strategy_qa.py",
+        """
+        from configs.preprocessor import Preprocessor
+
+        class MadeUpStrategy(Preprocessor):
+            def add_unobserved_instructions(self):
+                self.instr2preprocessor["BBL/Unobserved/1"] = self.unobserved1
+                self.instr2preprocessor["BBL/Unobserved/2"] = self.unobserved2
+
+            def unobserved_template(self, item, input_template):
+                input_text = input_template.format(**item)
+                return {"input_text": input_text, "output_text": item["answer"], "label_space": item["options"]}
+
+            def unobserved1(self, item):
+                input_template = "Synthetic yes or no: {question}\\n"
+                return self.unobserved_template(item, input_template)
+
+            def unobserved2(self, item):
+                input_template = "Synthetic {question} about {topic}"
+                return self.unobserved_template(item, input_template)
+        """,
+    )
+    _write(root / ".git/HEAD", "ref: refs/heads/main\n")
+    _write(root / ".git/refs/heads/main", "0123456789abcdef0123456789abcdef01234567\n")
+    return root
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    return synthetic_checkout(tmp_path / "InstructionEval", tmp_path / "executed")
+
+
+def _imported(root: Path) -> dict[str, RegisteredInstruction]:
+    result = import_instructioneval(root)
+    return {e.id: e for e in result.phrasings}
+
+
+MMLU_DOC: dict[str, Any] = {
+    "id": "d0",
+    "group": "",
+    "fields": {"question": "Q?", "subject": "anatomy"},
+    "choices": ["w", "x", "y", "z"],
+    "scores": [0.0, 1.0, 0.0, 0.0],
+}
+
+
+def _render(entry: RegisteredInstruction, task_id: str, doc: dict[str, Any]) -> tuple[str, list[str]]:
+    tasks = load_tasks(REPO, [])
+    prompt = render_prompt(entry.instruction, tasks[task_id], doc)
+    return prompt.user, prompt.options
+
+
+def test_every_listed_id_is_imported_or_skipped_and_nothing_runs(checkout: Path) -> None:
+    result = import_instructioneval(checkout)
+    assert not (checkout.parent / "executed").exists()
+    assert result.origin.startswith("InstructionEval@0123456789ab")
+    assert len(result.phrasings) + len(result.skipped) == sum(len(v) for v in LISTING.values())
+    why = {s.item: s.reason for s in result.skipped}
+    assert "Known_Unknowns:BBL/Default/1" in why and "task.json" in why["Known_Unknowns:BBL/Default/1"]
+    assert why["Known_Unknowns:BBL/Unobserved/3"] == "rewrites the document in code before formatting"
+    assert "{topic}" in why["StrategyQA:BBL/Unobserved/2"]
+
+
+def test_ids_keep_instructionevals_and_provenance_names_the_collection(checkout: Path) -> None:
+    entries = _imported(checkout)
+    expected = {
+        "ie.mmlu.mmlu-unobserved-1": ("unobserved", []),
+        "ie.mmlu.alpaca-unobserved-1": ("unobserved", []),
+        "ie.mmlu.niv2-qa-1": ("observed", ["super-natural-instructions"]),
+        "ie.mmlu.t0-qa-1": ("observed", ["p3-promptsource"]),
+        "ie.mmlu.alpaca-qa-1": ("observed", ["alpaca"]),
+    }
+    for pid, (status, collections) in expected.items():
+        prov = entries[pid].instruction.provenance
+        assert (prov.status, prov.collections) == (status, collections), pid
+    assert entries["ie.mmlu.niv2-qa-1"].instruction.provenance.source.endswith("#MMLU_General:NIV2/QA/1")  # type: ignore[union-attr]
+    assert (entries["ie.mmlu.niv2-qa-1"].target_kind, entries["ie.mmlu.niv2-qa-1"].target) == ("family", "mmlu")
+    assert entries["ie.strategyqa.bbl-unobserved-1"].target == "bbl.strategyqa"
+
+
+def test_observed_templates_render_as_their_code_builds_them(checkout: Path) -> None:
+    entries = _imported(checkout)
+    niv2, options = _render(entries["ie.mmlu.niv2-qa-1"], "mmlu.anatomy", MMLU_DOC)
+    assert niv2 == "Def: Synthetic definition: pick one of four options, A, B, C, or D.\nIn: Q? [A] w [B] x [C] y [D] z \nOut:"
+    assert options == ["A", "B", "C", "D"]
+    t0, options = _render(entries["ie.mmlu.t0-qa-1"], "mmlu.anatomy", MMLU_DOC)
+    assert t0 == "Synthetic P3 prompt. Q?\n* w\n* x\n* y\n* z"
+    assert options == ["w", "x", "y", "z"]  # its label space is the options
+    alpaca, options = _render(entries["ie.mmlu.alpaca-unobserved-1"], "mmlu.anatomy", MMLU_DOC)
+    assert alpaca == (
+        "Synthetic wrapper.\n## Task:\nWritten for the made-up study: think it through, then give one letter.\n"
+        "## Input:\nQ: Q?\n<A> w\n<B> x\n<C> y\n<D> z\n## Answer:"
+    )
+    assert options == ["A", "B", "C", "D"]
+
+
+def test_answer_words_are_the_label_space_the_study_scored(checkout: Path) -> None:
+    """A prompt asking for a letter is scored on letters even where it shows no options (the
+    study's label space); one whose method resets the label space to the options on texts."""
+    entries = _imported(checkout)
+    assert entries["ie.known_unknowns.bbl-unobserved-2"].instruction.answer_choices == "letters"
+    assert entries["ie.language_identification.bbl-unobserved-1"].instruction.answer_choices == "letters"
+    assert entries["ie.language_identification.bbl-unobserved-2"].instruction.answer_choices == "text"
+    assert entries["ie.known_unknowns.bbl-unobserved-1"].instruction.answer_choices == "letters"
+    doc = {"id": "k", "group": "", "fields": {"input": "Who?"}, "choices": ["Unknown", "Ann"], "scores": [1.0, 0.0]}
+    _, options = _render(entries["ie.known_unknowns.bbl-unobserved-2"], "bbl.known_unknowns", doc)
+    assert options == ["A", "B"]
+
+
+def test_an_answer_after_an_open_parenthesis_has_no_space(checkout: Path) -> None:
+    entry = _imported(checkout)["ie.mmlu.mmlu-unobserved-1"]
+    assert entry.instruction.target_delimiter == ""
+    prompt, options = _render(entry, "mmlu.anatomy", MMLU_DOC)
+    assert prompt + entry.instruction.target_delimiter + options[0] == "Synthetic exam. Q?\n(A) w\n(B) x\n(C) y\n(D) z\nAnswer: (A"
+    assert _imported(checkout)["ie.mmlu.mmlu-unobserved-2"].instruction.target_delimiter == " "
+
+
+def test_split_fields_and_trailing_newlines_render_exactly(checkout: Path) -> None:
+    entries = _imported(checkout)
+    doc = {
+        "id": "v",
+        "group": "",
+        "fields": {"passage": "The sky is blue.", "claim": "The sky is green."},
+        "choices": ["True", "False", "Neither"],
+        "scores": [0.0, 1.0, 0.0],
+    }
+    text, options = _render(entries["ie.vitaminc_fact_verification.bbl-unobserved-1"], "bbl.vitaminc_fact_verification", doc)
+    # InstructionEval splits at "\nClaim:" and keeps the space after it in {claim}.
+    assert text == "Synthetic evidence: The sky is blue.\nSynthetic claim: The sky is green.\nVerdict:"
+    assert options == ["True", "False", "Neither"]
+    sqa = {"id": "s", "group": "", "fields": {"input": "Is it?"}, "choices": ["Yes", "No"], "scores": [1.0, 0.0]}
+    text, _ = _render(entries["ie.strategyqa.bbl-unobserved-1"], "bbl.strategyqa", sqa)
+    assert text == "Synthetic yes or no: Is it?\n"
+
+
+def test_eleven_option_templates_pass_the_registry_checks(checkout: Path) -> None:
+    [result] = run_importers([SourceSpec("instructioneval", checkout)], load_tasks(REPO, []))
+    kept = {e.id for e in result.phrasings}
+    assert "ie.language_identification.bbl-unobserved-2" in kept
+    assert "ie.mmlu.niv2-qa-1" in kept
+
+
+def test_flan_t5_sees_niv2_and_p3_and_not_the_studys_own(checkout: Path) -> None:
+    from harness.plan import build_plan, seen_collections_for
+
+    registry, _ = load_registry_with_observed(sources=[SourceSpec("instructioneval", checkout)])
+    tasks = [registry.task("mmlu.anatomy")]
+
+    def seen_for(model: str) -> dict[str, bool]:
+        plan = build_plan(registry, tasks, instruction_patterns=["ie.*"], seen_collections=seen_collections_for(model))
+        return {item.entry.id: item.seen for item in plan}
+
+    flan = seen_for("google/flan-t5-xl")
+    assert flan["ie.mmlu.niv2-qa-1"] and flan["ie.mmlu.t0-qa-1"]
+    assert not flan["ie.mmlu.mmlu-unobserved-1"] and not flan["ie.mmlu.alpaca-unobserved-1"] and not flan["ie.mmlu.alpaca-qa-1"]
+    alpaca = seen_for("chavinlo/alpaca-native")
+    assert alpaca["ie.mmlu.alpaca-qa-1"] and not alpaca["ie.mmlu.niv2-qa-1"] and not alpaca["ie.mmlu.alpaca-unobserved-1"]
+    t0 = seen_for("bigscience/T0pp")
+    assert t0["ie.mmlu.t0-qa-1"] and not t0["ie.mmlu.niv2-qa-1"]
+
+
+def test_import_list_counts_per_task_status_and_collection(checkout: Path) -> None:
+    out = CliRunner().invoke(main, ["import", "list", f"instructioneval={checkout}", "--by-task"])
+    assert out.exit_code == 0, out.output
+    row = next(line for line in out.output.splitlines() if line.startswith("| `mmlu`"))
+    header = next(line for line in out.output.splitlines() if line.startswith("| Target"))
+    cells = dict(zip([c.strip() for c in header.split("|")], [c.strip() for c in row.split("|")], strict=True))
+    assert cells["unobserved"] == "3"
+    assert cells["observed super-natural-instructions"] == "1"
+    assert cells["observed p3-promptsource"] == "1"
+    assert cells["observed alpaca"] == "1"
+    assert cells["Total"] == "6"
+    assert skip_target("Known_Unknowns:BBL/Default/1") == "bbl.known_unknowns"
+    assert skip_target("ie.strategyqa.bbl-unobserved-2 (like x, 0.97)") == "bbl.strategyqa"
+
+
+# --------------------------------------------------------------------------- the real checkout
+
+
+@needs_reference
+def test_reference_every_entry_is_accounted_for_with_its_status() -> None:
+    listed = json.loads((REFERENCE / "instructions.json").read_text(encoding="utf-8"))
+    result = import_instructioneval(REFERENCE)
+    per_task: Counter[str] = Counter()
+    for entry in result.phrasings:
+        source = entry.instruction.provenance.source or ""
+        task_name, ie_id = source.split("#", 1)[1].split(":", 1)
+        per_task[task_name] += 1
+        kind = ie_id.split("/")[1]
+        prov = entry.instruction.provenance
+        if kind in ("Unobserved", "Default"):
+            assert prov.status == "unobserved", entry.id
+        else:
+            expected = {"NIV2": "super-natural-instructions", "FLAN": "flan-2021", "T0": "p3-promptsource", "Alpaca": "alpaca"}
+            assert prov.collections == [expected[ie_id.split("/")[0]]], entry.id
+    for item in result.skipped:
+        per_task[item.item.split(":", 1)[0]] += 1
+        assert item.reason
+    assert per_task == Counter({name: len(listed[name]) for name in STUDY_TASKS})
+    # Before the registry's checks (which drop near-duplicates): a floor against regressions,
+    # below the 95% the study replication needs (see the importer's docstring for what is left).
+    assert len(result.phrasings) / sum(per_task.values()) >= 0.70
+
+
+def _reference_preprocessor(path: Path) -> Any:
+    sys.path.insert(0, str(REFERENCE))
+    try:
+        rel = path.relative_to(REFERENCE).with_suffix("")
+        module = importlib.import_module(".".join(rel.parts))
+    finally:
+        sys.path.remove(str(REFERENCE))
+    return next(
+        obj
+        for obj in vars(module).values()
+        if inspect.isclass(obj) and obj.__module__ == module.__name__ and "add_unobserved_instructions" in vars(obj)
+    )
+
+
+@needs_reference
+def test_reference_renders_exactly_as_instructionevals_own_code() -> None:
+    """Every imported template, on 3 real documents, against InstructionEval's formatting code."""
+    from harness.data.cache import DataMissing
+    from harness.data.catalog import load_documents
+
+    for module in ("torch", "datasets", "pandas"):
+        pytest.importorskip(module, reason=f"InstructionEval's configs import {module}")
+    tasks = load_tasks(REPO, [])
+    targets = study_targets(REFERENCE / "configs")
+    result = import_instructioneval(REFERENCE)
+    classes: dict[str, Any] = {}
+    documents: dict[str, list[dict[str, Any]]] = {}
+    compared = 0
+    for entry in result.phrasings:
+        source = entry.instruction.provenance.source or ""
+        task_name, ie_id = source.split("#", 1)[1].split(":", 1)
+        _, path = targets[task_name]
+        assert isinstance(path, Path)
+        cls = classes.setdefault(task_name, _reference_preprocessor(path))
+        task_id = entry.target if entry.target_kind == "task" else "mmlu.anatomy"
+        if task_id not in documents:
+            try:
+                documents[task_id] = load_documents(task_id, "test")[:3]
+            except DataMissing as exc:
+                pytest.skip(f"needs the real documents: {exc}")
+        args: tuple[Any, ...] = (ie_id, [], True, None) if len(inspect.signature(cls.__init__).parameters) == 5 else (ie_id, [], True)
+        processor = cls(*args).processor
+        for doc in documents[task_id]:
+            fields = doc["fields"]
+            if task_id == "bbl.vitaminc_fact_verification":
+                question = fields["passage"] + "\nClaim: " + fields["claim"]
+            else:
+                question = fields["question"] if task_id.startswith("mmlu.") else fields["input"]
+            options = list(doc["choices"])
+            item = {"question": question, "options": options, "answer": options[doc["scores"].index(max(doc["scores"]))]}
+            theirs = processor(dict(item, options=list(options)))
+            ours = render_prompt(entry.instruction, tasks[task_id], doc)
+            assert ours.user == theirs["input_text"], (entry.id, doc["id"])
+            assert ours.options == [str(x) for x in theirs["label_space"]], (entry.id, doc["id"])
+            compared += 1
+    assert compared >= 3 * len(result.phrasings) * 0.9
+
+
+@needs_reference
+def test_reference_fixed_option_counts_are_true_of_the_data() -> None:
+    from harness.data.cache import DataMissing
+    from harness.data.catalog import load_documents
+
+    for target, count in FIXED_OPTIONS.items():
+        task_id = "mmlu.anatomy" if target == "mmlu" else target
+        try:
+            docs = load_documents(task_id, "test")
+        except DataMissing as exc:
+            pytest.skip(f"needs the real documents: {exc}")
+        assert {len(d["choices"]) for d in docs} == {count}, target
+
+
+@needs_reference
+def test_reference_imports_validate_and_flan_t5_sees_the_observed_ones() -> None:
+    """`irh run --observed instructioneval=PATH --model <flan-t5>`: the plan marks the NIV2 and
+    P3 instructions seen and the study's unobserved ones unseen (no model is run)."""
+    from harness.plan import build_plan, seen_collections_for
+
+    registry, _ = load_registry_with_observed(sources=[SourceSpec("instructioneval", REFERENCE)])  # strict: no problems
+    tasks = [registry.task("mmlu.anatomy"), registry.task("bbl.known_unknowns")]
+    plan = build_plan(registry, tasks, instruction_patterns=["ie.*"], seen_collections=seen_collections_for("google/flan-t5-xxl"))
+    by_kind: dict[str, set[bool]] = {}
+    for item in plan:
+        ie_id = (item.entry.instruction.provenance.source or "").rsplit(":", 1)[1]
+        by_kind.setdefault("/".join(ie_id.split("/")[:2]), set()).add(item.seen)
+    assert by_kind["NIV2/QA"] == {True}
+    assert by_kind["T0/QA"] == {True}
+    assert by_kind["MMLU/Unobserved"] == {False}
+    assert by_kind["BBL/Unobserved"] == {False}
+    assert by_kind["Alpaca/Unobserved"] == {False}
+    assert by_kind["Alpaca/QA"] == {False}  # Flan-T5 was not tuned on Alpaca
+
+
+def test_the_studys_model_families_see_their_collections() -> None:
+    from harness.plan import seen_collections_for
+
+    assert {"flan-2021", "super-natural-instructions", "p3-promptsource"} <= set(seen_collections_for("google/flan-t5-xxl"))
+    assert "alpaca" not in seen_collections_for("google/flan-t5-xxl")
+    assert seen_collections_for("bigscience/T0pp") == ["p3-promptsource"]
+    assert seen_collections_for("chavinlo/alpaca-13b") == ["alpaca"]
+    flan_alpaca = set(seen_collections_for("declare-lab/flan-alpaca-xl"))
+    assert {"alpaca", "super-natural-instructions", "p3-promptsource"} <= flan_alpaca
