@@ -2,4 +2,27 @@
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 __version__ = "0.1.0"
+
+#: The public API (harness/api.py), imported on first use so that `import harness` stays light.
+_API = ("run", "resume", "compare", "load_results", "RunResult", "RunStopped", "InvalidRequest")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        from harness import api
+
+        return getattr(api, name)
+    if name == "report":
+        # `harness.report` is also the subpackage of report writers; the package is callable
+        # (harness/report/__init__.py) and calls `harness.api.report`.
+        import harness.report  # noqa: F401  (loads the package)
+
+        return sys.modules["harness.report"]
+    raise AttributeError(f"module 'harness' has no attribute {name!r}")
+
+
+__all__ = ["__version__", *_API, "report"]

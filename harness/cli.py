@@ -33,6 +33,8 @@ USER_ERRORS = (
     ("harness.render", "TemplateProblem"),
     ("harness.tune.record", "TuneError"),
     ("harness.budget", "BudgetError"),
+    ("harness.api", "InvalidRequest"),
+    ("harness.api", "RunStopped"),
 )
 #: Modules whose KeyError("unknown ...") is a lookup of a name the user gave (task, phrasing).
 LOOKUP_MODULES = ("harness.registry", "harness.plan")
@@ -474,6 +476,20 @@ def _progress_bar(desc: str) -> Any:
     default=None,
     help="Like --budget, as a number of cells shared among the tasks in proportion to their size.",
 )
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Score data-parallel in this many processes (each loads the model once; see README: Data-parallel runs). "
+    "Works with --resume, whatever the number the run started with.",
+)
+@click.option(
+    "--prepare-only",
+    is_flag=True,
+    help="Make the run folder and score nothing: complete it with --resume, or across machines with "
+    "`torchrun ... -m harness.parallel RUN_DIR` (see README: Data-parallel runs).",
+)
 def run(
     models: tuple[str, ...],
     task_sel: tuple[str, ...],
@@ -494,145 +510,68 @@ def run(
     budget_cells: int | None,
     seen_from: Path | None = None,
     controls: bool = False,
+    processes: int = 1,
+    prepare_only: bool = False,
 ) -> None:
     """Score every phrasing of the chosen tasks on the same documents."""
     if budget_fraction is not None and budget_cells is not None:
         raise UserError("give the budget as --budget F or --budget-cells N, not both")
-    from harness.backends.models import ModelError, load_model, parse_model_spec
-    from harness.data.cache import DataMissing
-    from harness.data.catalog import OFFLINE_SOURCES, fetch_offline, is_cached, offline_source_for
-    from harness.plan import PlanError, build_plan, describe_seen, held_out_tasks_for, seen_collections_for, select_tasks
-    from harness.report.tables import write_report
-    from harness.results import RunError
-    from harness.runner import execute, resume_run, start_run
+    from harness import api
+    from harness.registry import RegistryError
 
-    if resume_dir is not None:
-        from harness.results import read_manifest
-
-        try:
-            # The registry as the run saw it: with the observed phrasings it was started with.
-            previous = read_manifest(resume_dir)
-        except RunError as exc:
-            raise UserError(str(exc)) from None
-        if models:
-            _refuse_other_model(models, previous.model, resume_dir)
-        registry = _registry(observed=",".join(previous.observed_sources) or observed)
-        from harness.controls import is_control_id, with_controls
-
-        if any(is_control_id(inst) for _, inst in previous.plan):
-            registry = with_controls(registry, [registry.task(t) for t in previous.tasks], seed=previous.seed)
-        from harness.results import busy_error, check_liveness
-
-        # A `running` left by kill -9 looks like a live run: say which it is before resuming.
-        # (The lock resume_run takes is what guarantees one writer; this is the early word.)
-        liveness = check_liveness(resume_dir)
-        if liveness.state == "writing":
-            raise UserError(str(busy_error(resume_dir)))
-        if liveness.state in ("abandoned", "unknown"):
-            click.echo(f"note: {liveness.summary}; resuming", err=True)
-        bar = _progress_bar(f"resuming {resume_dir.name}")
-        try:
-            manifest = resume_run(registry, resume_dir, progress=bar, budget_fraction=budget_fraction, budget_cells=budget_cells)
-        except (RunError, DataMissing, ModelError, KeyError) as exc:
-            raise UserError(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from None
-        except KeyboardInterrupt:
-            raise UserError(f"interrupted; rows so far are kept. Resume with `irh run --resume {resume_dir}`") from None
-        finally:
-            bar.close()
-        _finish(resume_dir, manifest.status, no_report, write_report)
-        return
-
-    registry = _registry(observed=observed)
-    selectors = _split(task_sel) or ["bbl.strategyqa", "bbl.winowhy", "bbl.formal_fallacies_syllogisms_negation"]
+    say = _say_err
     try:
-        tasks = select_tasks(registry, selectors)
-    except (PlanError, KeyError) as exc:
-        raise UserError(str(exc.args[0])) from None
-    if controls:
-        from harness.controls import with_controls
+        if resume_dir is not None:
+            from harness.results import read_manifest
 
-        registry = with_controls(registry, tasks, seed=seed)
-    # Fetch what the chosen tasks need, once per source.
-    for name in sorted({s.name for t in tasks if not is_cached(t.data_name, t.split) for s in [offline_source_for(t.data_name)] if s}):
-        click.echo(f"fetching data: {OFFLINE_SOURCES[name].description}", err=True)
-        try:
-            fetch_offline(OFFLINE_SOURCES[name])
-        except DataMissing as exc:
-            raise UserError(str(exc)) from None
-    for model_text in models or ("default",):
-        try:
-            spec = parse_model_spec(model_text, dtype=dtype, batch_size=batch_size, progress=lambda m: click.echo(m, err=True))
-            override = _split((seen,)) if seen is not None else None
-            seen_cols = seen_collections_for(spec.label, override)
-            held_out = held_out_tasks_for(spec.label, override)
-            tuned = _tuned_split(spec, seen_from)
-            if tuned is not None:
-                from harness.plan import check_tuned_documents
-
-                check_tuned_documents(registry, tuned[0], tasks, limit, seed)
-                click.echo(f"seen flags: the train phrasings recorded in {tuned[1]} (held-out phrasings count unseen)", err=True)
-            items = build_plan(
-                registry,
-                tasks,
-                instruction_patterns=_split(inst_sel) or None,
-                max_instructions=max_instructions,
-                seen_collections=seen_cols,
-                held_out_tasks=held_out,
-                seed=seed,
-                seen_ids=tuned[0].seen_ids() if tuned is not None else None,
-            )
-            if tuned is None:
-                click.echo(describe_seen(items, spec.label, override), err=True)
-            # Load the model before creating the run folder: a bad spec leaves nothing behind.
-            click.echo(f"loading model {spec.label} ...", err=True)
-            model = load_model(spec)
-            if tuned is not None and "seen_from" not in model.info:
-                from harness.tune.record import describe_seen_source
-
-                model.info["seen_from"] = describe_seen_source(*tuned)
-            run_dir, manifest = start_run(
-                registry,
-                items,
-                spec,
-                reports_dir=reports_dir,
-                placement=placement,
-                seed=seed,
-                limit=limit,
-                chunk_size=chunk_size,
-                seen_collections=seen_cols,
-                held_out_tasks=held_out,
-                observed_sources=_split((observed,)) if observed else [],
+            previous = read_manifest(resume_dir)
+            if models:
+                _refuse_other_model(models, previous.model, resume_dir)
+            result = api.resume(
+                resume_dir,
+                observed=observed,
                 budget_fraction=budget_fraction,
                 budget_cells=budget_cells,
+                processes=processes,
+                write_report=not no_report,
+                say=say,
+                progress=_progress_bar,
             )
-        except (PlanError, ModelError, DataMissing) as exc:
-            raise UserError(str(exc)) from None
-        except KeyError as exc:
-            raise UserError(str(exc.args[0])) from None
-        n_docs = sum(len(r.doc_ids) for r in manifest.tasks.values())
-        click.echo(f"run {run_dir}: {spec.label}, {len(tasks)} task(s), {len(items)} phrasing x task pairs, {n_docs} documents", err=True)
-        bar = _progress_bar("scoring")
-        try:
-            manifest = execute(run_dir, manifest, items, model=model, progress=bar)
-        except KeyboardInterrupt:
-            raise UserError(f"interrupted; rows so far are kept. Resume with `irh run --resume {run_dir}`") from None
-        except Exception as exc:
-            raise UserError(
-                f"run failed: {type(exc).__name__}: {exc}. Rows so far are kept; after fixing, `irh run --resume {run_dir}`"
-            ) from exc
-        finally:
-            bar.close()
-        _finish(run_dir, manifest.status, no_report, write_report)
+            results = [result]
+        else:
+            results = api.run(
+                _split(task_sel) or None,
+                models=list(models) or ["default"],
+                instructions=_split(inst_sel) or None,
+                max_instructions=max_instructions,
+                limit=limit,
+                seed=seed,
+                placement=placement,
+                dtype=dtype,
+                batch_size=batch_size,
+                chunk_size=chunk_size,
+                seen=_split((seen,)) if seen is not None else None,
+                seen_from=seen_from,
+                controls=controls,
+                reports_dir=reports_dir,
+                observed=observed,
+                budget_fraction=budget_fraction,
+                budget_cells=budget_cells,
+                processes=processes,
+                prepare_only=prepare_only,
+                write_report=not no_report,
+                say=say,
+                progress=_progress_bar,
+            )
+    except RegistryError as exc:
+        raise UserError(f"{exc}\nRun `irh validate` after fixing these.") from None
+    for done in results:
+        if done.report is not None:
+            click.echo(f"report: {done.report['report.md']}")
 
 
-def _tuned_split(spec: Any, seen_from: Path | None) -> tuple[Any, Path] | None:
-    """The tune.json that decides a run's seen flags: --seen-from, else the adapter's own."""
-    from harness.backends.models import tune_record_of
-    from harness.tune.record import read_tune_record
-
-    if seen_from is not None:
-        return read_tune_record(seen_from), seen_from
-    return tune_record_of(spec)
+def _say_err(message: str) -> None:
+    click.echo(message, err=True)
 
 
 def _refuse_other_model(models: tuple[str, ...], recorded: dict[str, Any], resume_dir: Path) -> None:
@@ -659,13 +598,6 @@ def _refuse_other_model(models: tuple[str, ...], recorded: dict[str, Any], resum
                 f"{resume_dir} was run with model {recorded.get('name')} ({recorded.get('backend')}), not {text}; "
                 f"--resume always uses the run's own model: drop --model, or start a new run with `irh run --model {text}`"
             )
-
-
-def _finish(run_dir: Path, status: str, no_report: bool, write_report: Any) -> None:
-    click.echo(f"run {status}: {run_dir}", err=True)
-    if not no_report:
-        paths = write_report(run_dir)
-        click.echo(f"report: {paths['report.md']}")
 
 
 @main.command()
@@ -715,37 +647,25 @@ def report(
 ) -> None:
     """Write report.md, report.html, per_instruction.csv, per_task.csv, per_group.csv and summary.json
     for a run folder, or for imported results (see harness/report/README.md for the formats)."""
-    from harness.report.imports import ImportOptions, ImportProblem, import_results
-    from harness.report.tables import write_import_reports, write_report
-    from harness.results import RunError
+    from harness import api
 
     if (run_dir is None) == (not imports):
         raise UserError("give either RUN_DIR or --import FILE (with --out DIR)")
-    try:
-        if run_dir is not None:
-            from harness.results import describe_liveness
-
-            # A report of a run still being written, or abandoned, is partial: say so.
-            warning = describe_liveness(run_dir)
-            if warning:
-                click.echo(f"warning: {warning}", err=True)
-            paths = write_report(run_dir, out, n_boot=n_boot, seed=seed, html=not no_html)
-        else:
-            if out is None:
-                raise UserError("--import needs --out DIR: where to write the report")
-            options = ImportOptions(model_name, import_task, instruction_id, frozenset(_split((seen_instructions or "",))))
-            sources = import_results(list(imports), options)
-            if len(sources) > 1 and model_name is not None:
-                sources = [s for s in sources if s.model == model_name]
-                if not sources:
-                    raise UserError(f"--model {model_name}: not in the import; leave --model out to report every model")
-            # Several models: one report per model in subfolders of --out, and their comparison in --out.
-            written = write_import_reports(sources, out, n_boot=n_boot, seed=seed, html=not no_html)
-            paths = written.paths
-            if written.no_comparison:
-                click.echo(f"no comparison: {written.no_comparison}", err=True)
-    except (RunError, ImportProblem) as exc:
-        raise UserError(str(exc)) from None
+    if run_dir is None and out is None:
+        raise UserError("--import needs --out DIR: where to write the report")
+    paths = api.report(
+        run_dir,
+        out=out,
+        imports=imports,
+        model=model_name,
+        task=import_task,
+        instruction_id=instruction_id,
+        seen_instructions=seen_instructions,
+        n_boot=n_boot,
+        seed=seed,
+        html=not no_html,
+        say=_say_err,
+    )
     for path in paths.values():
         click.echo(str(path))
 
@@ -764,20 +684,9 @@ def compare(sources: tuple[Path, ...], out: Path | None, n_boot: int, seed: int,
 
     Writes compare.md, compare.csv, compare_pairs.csv, compare.json and compare.html.
     """
-    from harness.report.compare import CompareProblem, default_compare_dir, write_compare
-    from harness.report.imports import ImportProblem, load_sources
-    from harness.results import RunError
+    from harness import api
 
-    try:
-        loaded = load_sources(list(sources))
-    except (RunError, ImportProblem) as exc:
-        raise UserError(str(exc)) from None
-    if len(loaded) < 2:
-        raise UserError(f"a comparison needs at least two models; got {len(loaded)} from {len(sources)} source(s)")
-    try:
-        paths = write_compare(loaded, out or default_compare_dir(), n_boot=n_boot, seed=seed, html=not no_html)
-    except CompareProblem as exc:
-        raise UserError(str(exc)) from None
+    paths = api.compare(sources, out=out, n_boot=n_boot, seed=seed, html=not no_html)
     for path in paths.values():
         click.echo(str(path))
 
@@ -996,7 +905,6 @@ def budget_check(
         click.echo(str(path))
 
 
-
 # --------------------------------------------------------------------------- tune
 
 
@@ -1011,7 +919,7 @@ def budget_check(
 )
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Adapter folder (default: adapters/<model>_<method>_s<seed>).")
 @click.option("--steps", type=click.IntRange(min=1), default=60, show_default=True)
-@click.option("--lr", "learning_rate", type=float, default=None, help="Learning rate (default: 3e-4 LoRA, 3e-2 prompt).")
+@click.option("--lr", "learning_rate", type=float, default=None, help="Learning rate (default: 1e-3 LoRA, 3e-2 prompt).")
 @click.option("--kl-weight", type=float, default=1.0, show_default=True, help="λ of the KL term (+kl methods only).")
 @click.option(
     "--paraphrases", type=click.IntRange(min=1), default=3, show_default=True, help="Train paraphrases beside the original per document."
@@ -1019,6 +927,13 @@ def budget_check(
 @click.option("--docs-per-step", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--train-fraction", type=float, default=0.5, show_default=True, help="Share of each task's phrasings tuned on (seeded).")
 @click.option("--train-instructions", "train_sel", multiple=True, help="Explicit train phrasing globs (the first match is the original).")
+@click.option(
+    "--phrasings",
+    "max_phrasings",
+    type=click.IntRange(min=3),
+    default=None,
+    help="At most this many phrasings per task take part: the original and a seeded sample (default: all).",
+)
 @click.option("--train-docs", type=click.IntRange(min=1), default=64, show_default=True, help="Training documents per task (at most).")
 @click.option(
     "--eval-limit",
@@ -1051,6 +966,7 @@ def tune(
     docs_per_step: int,
     train_fraction: float,
     train_sel: tuple[str, ...],
+    max_phrasings: int | None,
     train_docs: int,
     eval_limit: int,
     max_length: int,
@@ -1090,6 +1006,7 @@ def tune(
                 docs_per_step=docs_per_step,
                 train_fraction=train_fraction,
                 train_patterns=tuple(_split(train_sel)),
+                max_phrasings=max_phrasings,
                 train_docs=train_docs,
                 eval_limit=eval_limit,
                 max_length=max_length,
@@ -1121,6 +1038,8 @@ def tune(
     backend = "hf"
     click.echo(f"tuned {record.method} in {record.seconds:.0f} s, peak memory {record.peak_memory_mib} MiB: {folder}", err=True)
     tasks_arg = ",".join(record.tasks)
+    if record.hyperparameters.max_phrasings:
+        tasks_arg += " --instructions " + ",".join(record.phrasing_ids())
     spec = f"{backend}:pretrained={base},peft={folder}"
     click.echo(f"evaluate: irh run --model {spec} --tasks {tasks_arg} --limit {limit} --seed {record.seed}")
 
@@ -1138,6 +1057,56 @@ def _tune_bar() -> Any:
 
     update.close = bar.close  # type: ignore[attr-defined]
     return update
+
+
+@main.command(name="tune-experiment")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("reports/tune-experiment"), show_default=True)
+@click.option("--model", "model_spec", default="default", show_default=True, help="Base model: `default`, a folder, or hf:pretrained=...")
+@click.option("--tasks", "task_sel", multiple=True, help="Multiple-choice tasks (default: 3 BIG-bench Lite tasks and one MMLU subject).")
+@click.option("--methods", default="lora,lora+kl,prompt,prompt+kl", show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=40, show_default=True)
+@click.option("--eval-limit", type=click.IntRange(min=1), default=20, show_default=True, help="Evaluation documents per task.")
+@click.option(
+    "--phrasings", type=click.IntRange(min=3), default=12, show_default=True, help="Phrasings per task: the original and a seeded sample."
+)
+@click.option("--kl-weight", type=float, default=1.0, show_default=True)
+@click.option("--controls", is_flag=True, help="Also score the control phrasings in every run.")
+@click.option("--dtype", type=click.Choice(["bfloat16", "float32"]), default=None, help="Default: bfloat16 where the CPU supports it.")
+@click.option("--seed", default=1234, show_default=True)
+def tune_experiment(
+    out: Path,
+    model_spec: str,
+    task_sel: tuple[str, ...],
+    methods: str,
+    steps: int,
+    eval_limit: int,
+    phrasings: int,
+    kl_weight: float,
+    controls: bool,
+    dtype: str | None,
+    seed: int,
+) -> None:
+    """Tune with every method, evaluate base and tuned models on held-out phrasings, compare.
+
+    Rerun the same command to resume after an interruption (every stage is resumable).
+    """
+    from harness.tune.experiment import DEFAULT_TASKS, ExperimentConfig, run_experiment
+
+    config = ExperimentConfig(
+        out=out,
+        model=model_spec,
+        tasks=tuple(_split(task_sel)) or DEFAULT_TASKS,
+        methods=tuple(_split((methods,))),
+        steps=steps,
+        eval_limit=eval_limit,
+        phrasings=phrasings,
+        seed=seed,
+        kl_weight=kl_weight,
+        controls=controls,
+        dtype=dtype,
+    )
+    path = run_experiment(config, echo=lambda m: click.echo(m, err=True))
+    click.echo(f"comparison: {path}")
 
 
 if __name__ == "__main__":

@@ -114,7 +114,8 @@ def describe_seen(items: list[RunItem], model_name: str, override: list[str] | N
     else:
         family = _family(model_name, families_file)
         collections = list(family.get("collections", []))
-        origin = f"family {family['family']} in harness/model_families.yaml" if family else "no family in harness/model_families.yaml matches this model"
+        where = "harness/model_families.yaml"
+        origin = f"family {family['family']} in {where}" if family else f"no family in {where} matches this model"
     line = (
         f"seen vs unseen: {n_seen} of {len(items)} (task, phrasing) pairs seen "
         f"(collections counted as seen: {', '.join(collections) or 'none'}; from {origin})"

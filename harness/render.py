@@ -134,10 +134,11 @@ def answer_options(instruction: Instruction, labels: list[str]) -> list[str]:
         if missing:
             raise TemplateProblem(f"verbaliser has no word for label(s) {missing}")
         return [style[label] for label in labels]
-    if style == "letters":
+    if style in ("letters", "lowercase"):
         if len(labels) > len(LETTERS):
             raise TemplateProblem(f"{len(labels)} options are more than there are letters")
-        return list(LETTERS[: len(labels)])
+        letters = LETTERS if style == "letters" else LETTERS.lower()
+        return list(letters[: len(labels)])
     if style == "numbers":
         return [str(i + 1) for i in range(len(labels))]
     return list(labels)

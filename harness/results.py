@@ -25,7 +25,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from harness import __version__
 from harness.data.cache import atomic_write_bytes
@@ -63,7 +63,7 @@ class InstructionRecord(BaseModel):
     model_config = ConfigDict(extra="forbid")
     target: str
     sha256: str
-    status: Literal["observed", "unobserved"]
+    status: Literal["observed", "unobserved", "control"]
     collections: list[str] = Field(default_factory=list)
     #: In a collection the model saw (a row's own `seen` also honours held_out_tasks).
     seen: bool
@@ -147,7 +147,7 @@ class SampleRow(BaseModel):
     task: str
     instruction_id: str
     instruction_sha256: str
-    status: Literal["observed", "unobserved"]
+    status: Literal["observed", "unobserved", "control"]
     seen: bool
     doc_id: str
     group: str = ""
@@ -160,6 +160,17 @@ class SampleRow(BaseModel):
     targets: list[str] | None = None
     score: float
     correct: bool
+    #: How the answer was obtained: ``loglikelihood`` (rank classification over the options)
+    #: or ``generated`` (generated text, parsed for multiple-choice tasks on a chat-only
+    #: endpoint, compared with the targets for generation tasks). Rows written before the
+    #: field existed read as what they were: loglikelihood when they carry loglikelihoods.
+    scoring: Literal["loglikelihood", "generated"] | None = None
+
+    @model_validator(mode="after")
+    def _fill_scoring(self) -> SampleRow:
+        if self.scoring is None:
+            self.scoring = "loglikelihood" if self.loglikelihoods is not None else "generated"
+        return self
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -224,7 +235,11 @@ def iter_samples(run_dir: Path) -> Iterator[SampleRow]:
     The file is split as bytes: a kill can cut a multi-byte character in half, which only
     the unterminated last line may contain.
     """
-    path = run_dir / SAMPLES
+    yield from iter_sample_file(run_dir / SAMPLES)
+
+
+def iter_sample_file(path: Path) -> Iterator[SampleRow]:
+    """Rows of one samples file (samples.jsonl, or a rank's shard); a torn last line is skipped."""
     if not path.exists():
         return
     lines = path.read_bytes().split(b"\n")

@@ -10,9 +10,9 @@ import re
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from harness.backends.lm_eval import evaluate_chunk, has_chat_template
+from harness.backends.lm_eval import ServerUnavailable, evaluate_chunk, has_chat_template, is_chat_endpoint
 from harness.backends.models import LoadedModel, ModelSpec, load_model
 from harness.budget import TaskGrid, allocate_run
 from harness.data.catalog import dataset_status, load_documents, select_documents
@@ -124,7 +124,7 @@ def start_run(
                 status=item.entry.instruction.provenance.status,
                 collections=list(item.entry.instruction.provenance.collections),
                 # In a collection the model saw; per task, held-out tasks still count unseen.
-                seen=is_seen(item.entry, seen_collections),
+                seen=item.seen or is_seen(item.entry, seen_collections),
             )
             for item in items
         },
@@ -142,9 +142,7 @@ def _grids(items: list[RunItem], tasks: dict[str, TaskRecord]) -> dict[str, Task
     return {task: TaskGrid(ids, list(tasks[task].doc_ids)) for task, ids in phrasings.items()}
 
 
-def new_budget(
-    items: list[RunItem], tasks: dict[str, TaskRecord], seed: int, fraction: float | None, cells: int | None
-) -> BudgetRecord:
+def new_budget(items: list[RunItem], tasks: dict[str, TaskRecord], seed: int, fraction: float | None, cells: int | None) -> BudgetRecord:
     """The cells a budgeted run scores, chosen once when it starts."""
     chosen = allocate_run(_grids(items, tasks), seed, fraction=fraction, cells=cells)
     added = sum(len(c) for c in chosen.values())
@@ -223,7 +221,7 @@ def _rows_for_chunk(item: RunItem, docs: list[dict[str, Any]], results: list[Any
 _MODEL_IDENTITY = ("backend", "file_sha256", "chat_template_sha256", "dtype")
 
 
-def _check_same_model(recorded: dict[str, Any], loaded: dict[str, Any]) -> None:
+def check_same_model(recorded: dict[str, Any], loaded: dict[str, Any]) -> None:
     if "chat_template_sha256" not in recorded:
         return  # the model was never loaded for this run
     changed = [key for key in _MODEL_IDENTITY if recorded.get(key) != loaded.get(key)]
@@ -273,6 +271,107 @@ def execute(
             signal.signal(signal.SIGTERM, previous_handler)
 
 
+class Chunk(NamedTuple):
+    """One unit of work: up to ``chunk_size`` documents of one (task, phrasing), scored in one
+    lm-eval call. ``position`` is the item's place in the plan and ``start`` the chunk's offset in
+    the item's pending documents: together they name the call (and its lm-eval task)."""
+
+    position: int
+    start: int
+    item: RunItem
+    docs: list[dict[str, Any]]
+
+
+class Workload(NamedTuple):
+    """What is left of a run: the chunks still to score, in one-process order, and the counts."""
+
+    chunks: list[Chunk]
+    total: int
+    finished: int
+
+
+def load_run_documents(manifest: RunManifest, items: list[RunItem]) -> dict[str, list[dict[str, Any]]]:
+    """Each task's documents of the run, in the order the manifest records them.
+
+    Raises:
+        RunError: documents the run chose are gone from the data cache.
+    """
+    tasks = {item.task.id: item.task for item in items}
+    docs_by_task: dict[str, list[dict[str, Any]]] = {}
+    for task_id, record in manifest.tasks.items():
+        task = tasks[task_id]
+        by_id = {d["id"]: d for d in load_documents(task.data_name, task.split)}
+        missing = [d for d in record.doc_ids if d not in by_id]
+        if missing:
+            raise RunError(f"{len(missing)} documents of {task_id} are gone from the data cache; run `irh data fetch {task.data_name}`")
+        docs_by_task[task_id] = [by_id[d] for d in record.doc_ids]
+    return docs_by_task
+
+
+def plan_workload(run_dir: Path, manifest: RunManifest, items: list[RunItem]) -> Workload:
+    """The chunks a run still has to score, from the rows already in samples.jsonl.
+
+    Chunks are cut exactly as one process cuts them, so a data-parallel run that hands them
+    out to ranks makes the same lm-eval calls (same documents, same batches) as one process.
+    """
+    done = {row.key for row in iter_samples(run_dir)}
+    docs_by_task = load_run_documents(manifest, items)
+    # A budgeted run scores only its chosen cells; a full run every (phrasing, document).
+    allowed = {t: manifest.budget.allowed(t) for t in manifest.tasks} if manifest.budget else None
+
+    def wanted(item: RunItem) -> list[dict[str, Any]]:
+        docs = docs_by_task[item.task.id]
+        if allowed is None:
+            return docs
+        cells = allowed[item.task.id]
+        return [d for d in docs if (item.entry.id, d["id"]) in cells]
+
+    chunks: list[Chunk] = []
+    total = finished = 0
+    for n, item in enumerate(items):
+        docs = wanted(item)
+        total += len(docs)
+        pending = [d for d in docs if (item.task.id, item.entry.id, d["id"]) not in done]
+        finished += len(docs) - len(pending)
+        for start in range(0, len(pending), manifest.chunk_size):
+            chunks.append(Chunk(n, start, item, pending[start : start + manifest.chunk_size]))
+    return Workload(chunks, total, finished)
+
+
+def chat_placement(manifest: RunManifest, model: LoadedModel) -> tuple[bool, str]:
+    """Whether the chat template is applied, and the placement actually used."""
+    if is_chat_endpoint(model.lm):
+        # The server applies its own chat template; a chat endpoint has no plain-text mode.
+        return True, manifest.placement if manifest.placement != "none" else "user"
+    if getattr(model.lm, "tokenized_requests", True) is False:
+        # lm-eval sends a completions endpoint's chat-templated prompts as tokens only; with
+        # tokenized_requests=False the prompt goes as plain text (recorded in run.json).
+        return False, "none"
+    chat = manifest.placement != "none" and has_chat_template(model.lm)
+    # Without a chat template there is no system turn: the whole prompt is one text.
+    return chat, manifest.placement if chat else "none"
+
+
+def score_chunk(model: LoadedModel, chunk: Chunk, *, placement: str, chat: bool, seed: int) -> list[SampleRow]:
+    """Score one chunk through lm-eval; one row per document."""
+    item = chunk.item
+    prompts = [render_prompt(item.entry.instruction, item.task, d, placement) for d in chunk.docs]
+    scores = [option_scores(item.task, d) if item.task.output_type == "multiple_choice" else [] for d in chunk.docs]
+    results = evaluate_chunk(
+        model.lm,
+        name=f"irh_{chunk.position}_{chunk.start}",
+        task=item.task,
+        instruction=item.entry.instruction,
+        docs=chunk.docs,
+        prompts=prompts,
+        option_scores=scores,
+        placement=placement,
+        chat=chat,
+        seed=seed,
+    )
+    return _rows_for_chunk(item, chunk.docs, results, scores)
+
+
 def _execute(
     run_dir: Path,
     manifest: RunManifest,
@@ -281,85 +380,54 @@ def _execute(
     progress: Progress | None,
     lock: RunLock,
 ) -> RunManifest:
-    tasks = {item.task.id: item.task for item in items}
     # Until this process marks the run `running`, a refusal (changed model, missing data) or
     # a Ctrl-C leaves run.json as it was: an interrupted run stays resumable as it stood.
     # A manifest that already says `running` is ours to correct, though (a fresh run, or one
     # whose writer was killed), or it would claim a writer that no longer exists.
     owns_status = manifest.status == "running"
     try:
-        done = {row.key for row in iter_samples(run_dir)}
-        docs_by_task: dict[str, list[dict[str, Any]]] = {}
-        for task_id, record in manifest.tasks.items():
-            task = tasks[task_id]
-            by_id = {d["id"]: d for d in load_documents(task.data_name, task.split)}
-            missing = [d for d in record.doc_ids if d not in by_id]
-            if missing:
-                raise RunError(f"{len(missing)} documents of {task_id} are gone from the data cache; run `irh data fetch {task.data_name}`")
-            docs_by_task[task_id] = [by_id[d] for d in record.doc_ids]
-        # A budgeted run scores only its chosen cells; a full run every (phrasing, document).
-        allowed = {t: manifest.budget.allowed(t) for t in manifest.tasks} if manifest.budget else None
+        from harness.parallel import merge_shards
 
-        def wanted(item: RunItem) -> list[dict[str, Any]]:
-            docs = docs_by_task[item.task.id]
-            if allowed is None:
-                return docs
-            cells = allowed[item.task.id]
-            return [d for d in docs if (item.entry.id, d["id"]) in cells]
-
-        todo = {(i.task.id, i.entry.id): wanted(i) for i in items}
-        total = sum(len(v) for v in todo.values())
-        finished = sum(1 for (t, e), docs in todo.items() for d in docs if (t, e, d["id"]) in done)
+        # Rows a data-parallel run left in its ranks' shards join samples.jsonl first.
+        merge_shards(run_dir, manifest, lock)
+        work = plan_workload(run_dir, manifest, items)
+        finished = work.finished
         if progress:
-            progress(finished, total)
-        if finished == total:
+            progress(finished, work.total)
+        if finished == work.total:
             manifest = manifest.model_copy(update={"status": "complete", "finished": manifest.finished or utc_now()})
             write_manifest(run_dir, manifest)
             return manifest
         if model is None:
             spec = ModelSpec(manifest.model["backend"], dict(manifest.model["args"]), manifest.model["name"])
             model = load_model(spec)
-        _check_same_model(manifest.model, model.info)
-        chat = manifest.placement != "none" and has_chat_template(model.lm)
-        # Without a chat template there is no system turn: the whole prompt is one text.
-        placement = manifest.placement if chat else "none"
+        check_same_model(manifest.model, model.info)
+        chat, placement = chat_placement(manifest, model)
         manifest = manifest.model_copy(
             update={
                 "status": "running",
                 "error": None,
                 "chat_template_applied": chat,
                 "placement_applied": placement,
-                "model": model.info,
+                "model": {**model.info, **{k: v for k, v in manifest.model.items() if k == "seen_from" and k not in model.info}},
             }
         )
         with SampleWriter(run_dir, lock=lock) as writer:
             write_manifest(run_dir, manifest)
             owns_status = True
-            for n, item in enumerate(items):
-                pending = [d for d in todo[(item.task.id, item.entry.id)] if (item.task.id, item.entry.id, d["id"]) not in done]
-                for start in range(0, len(pending), manifest.chunk_size):
-                    chunk = pending[start : start + manifest.chunk_size]
-                    prompts = [render_prompt(item.entry.instruction, item.task, d, placement) for d in chunk]
-                    scores = [option_scores(item.task, d) if item.task.output_type == "multiple_choice" else [] for d in chunk]
-                    results = evaluate_chunk(
-                        model.lm,
-                        name=f"irh_{n}_{start}",
-                        task=item.task,
-                        instruction=item.entry.instruction,
-                        docs=chunk,
-                        prompts=prompts,
-                        option_scores=scores,
-                        placement=placement,
-                        chat=chat,
-                        seed=manifest.seed,
-                    )
-                    writer.write(_rows_for_chunk(item, chunk, results, scores))
-                    finished += len(chunk)
-                    if progress:
-                        progress(finished, total)
+            for chunk in work.chunks:
+                writer.write(score_chunk(model, chunk, placement=placement, chat=chat, seed=manifest.seed))
+                finished += len(chunk.docs)
+                if progress:
+                    progress(finished, work.total)
     except KeyboardInterrupt:
         if owns_status:
             _mark(run_dir, manifest, "interrupted", None)
+        raise
+    except ServerUnavailable as exc:
+        # Not the run's fault: once the server answers again, --resume completes it.
+        if owns_status:
+            _mark(run_dir, manifest, "interrupted", str(exc))
         raise
     except BaseException as exc:
         if owns_status:
@@ -381,11 +449,14 @@ def resume_run(
     progress: Progress | None = None,
     budget_fraction: float | None = None,
     budget_cells: int | None = None,
+    processes: int = 1,
 ) -> RunManifest:
     """Complete an interrupted or failed run without repeating or losing rows.
 
     The folder is locked before its manifest and rows are read, so that two overlapping
     resumes cannot both decide which rows are missing: the second is refused at once.
+    With ``processes`` > 1 the missing rows are scored data-parallel (:mod:`harness.parallel`),
+    whatever number of processes the run was started with.
     """
     read_manifest(run_dir)  # a folder that is not a run is refused before it is touched
     with RunLock(run_dir) as lock:
@@ -395,4 +466,8 @@ def resume_run(
             # A bigger budget: the new cells join the plan; every row scored so far is kept.
             manifest = extend_budget(manifest, items, budget_fraction, budget_cells)
             write_manifest(run_dir, manifest)
+        if processes > 1:
+            from harness.parallel import execute_parallel
+
+            return execute_parallel(run_dir, manifest, items, processes=processes, progress=progress, lock=lock)
         return execute(run_dir, manifest, items, progress=progress, lock=lock)

@@ -45,7 +45,9 @@ Collection = Literal[
 
 OutputType = Literal["multiple_choice", "generate_until"]
 Metric = Literal["acc", "multiple_choice_grade", "exact_str_match", "bleu", "rougeLsum"]
-AnswerStyle = Literal["text", "letters", "numbers"]
+#: ``letters``: A, B, ...; ``lowercase``: a, b, ... (prompts that list the options as "(a)");
+#: ``numbers``: 1, 2, ...; ``text``: the option texts.
+AnswerStyle = Literal["text", "letters", "lowercase", "numbers"]
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9_.\-]*$"
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -96,8 +98,8 @@ class Instruction(_Strict):
     id: Annotated[str, Field(pattern=ID_PATTERN)]
     text: Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
     #: How the answer options are written as continuations: the option texts themselves,
-    #: letters (A, B, ...), numbers (1, 2, ...), or a verbaliser mapping each of the task's
-    #: labels to the word the model should produce.
+    #: letters (A, B, ...), lower-case letters (a, b, ...), numbers (1, 2, ...), or a
+    #: verbaliser mapping each of the task's labels to the word the model should produce.
     answer_choices: AnswerStyle | dict[str, str] = "text"
     #: Put between the prompt and each scored continuation (lm-eval's target_delimiter).
     target_delimiter: str = " "

@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 from harness.cli import main
-from harness.importers import SourceSpec, load_registry_with_observed, run_importers
+from harness.importers import SourceSpec, instructioneval, load_registry_with_observed, run_importers
 from harness.importers.instructioneval import FIXED_OPTIONS, STUDY_TASKS, import_instructioneval, skip_target, study_targets
 from harness.registry import RegisteredInstruction, load_tasks
 from harness.render import render_prompt
@@ -280,7 +280,9 @@ def synthetic_checkout(root: Path, marker: Path) -> Path:
 
 
 @pytest.fixture
-def checkout(tmp_path: Path) -> Path:
+def checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    # Whatever the cache holds: BIG-bench's task.json is absent unless a test gives one.
+    monkeypatch.setattr(instructioneval, "_read_task_json", lambda: ({}, {"": "which needs the BIG-bench sdist (not in the cache)"}))
     return synthetic_checkout(tmp_path / "InstructionEval", tmp_path / "executed")
 
 
@@ -311,7 +313,7 @@ def test_every_listed_id_is_imported_or_skipped_and_nothing_runs(checkout: Path)
     assert len(result.phrasings) + len(result.skipped) == sum(len(v) for v in LISTING.values())
     why = {s.item: s.reason for s in result.skipped}
     assert "Known_Unknowns:BBL/Default/1" in why and "task.json" in why["Known_Unknowns:BBL/Default/1"]
-    assert why["Known_Unknowns:BBL/Unobserved/3"] == "rewrites the document in code before formatting"
+    assert why["Known_Unknowns:BBL/Unobserved/3"] == "calls item['question'].upper"
     assert "{topic}" in why["StrategyQA:BBL/Unobserved/2"]
 
 
@@ -451,9 +453,9 @@ def test_reference_every_entry_is_accounted_for_with_its_status() -> None:
         per_task[item.item.split(":", 1)[0]] += 1
         assert item.reason
     assert per_task == Counter({name: len(listed[name]) for name in STUDY_TASKS})
-    # Before the registry's checks (which drop near-duplicates): a floor against regressions,
-    # below the 95% the study replication needs (see the importer's docstring for what is left).
-    assert len(result.phrasings) / sum(per_task.values()) >= 0.70
+    # A floor against regressions: 1,229 of 1,336 (92%) on a1b6882 with the bigbench sdist
+    # cached; the importer's docstring says what is left and why.
+    assert len(result.phrasings) / sum(per_task.values()) >= 0.90
 
 
 def _reference_preprocessor(path: Path) -> Any:
@@ -471,7 +473,43 @@ def _reference_preprocessor(path: Path) -> Any:
 
 
 @needs_reference
-def test_reference_renders_exactly_as_instructionevals_own_code() -> None:
+def _bigbench_task_dirs(tmp_path: Path) -> dict[str, Path]:
+    """A folder per BIG-bench task holding its task.json from the cached sdist (the first of a
+    task with subtasks: the default prompts imported read fields its subtasks agree on)."""
+    import tarfile
+
+    from harness.data.cache import DataMissing
+    from harness.data.sources import BIGBENCH, verify_source
+
+    try:
+        archive = verify_source(BIGBENCH)
+    except DataMissing:
+        return {}  # the default prompts are then skipped by the importer too
+    wanted = {target for _, _, target, _ in STUDY_TASKS.values()}
+    dirs: dict[str, Path] = {}
+    with tarfile.open(archive, "r:gz") as tar:
+        for member in tar:
+            parts = member.name.split("/")
+            if parts[-1] != "task.json" or "benchmark_tasks" not in parts:
+                continue
+            rest = parts[parts.index("benchmark_tasks") + 1 : -1]
+            if not rest or rest[0] in dirs or f"bbl.{rest[0]}" not in wanted:
+                continue
+            handle = tar.extractfile(member)
+            if handle is None:
+                continue
+            spec = json.loads(handle.read().decode("utf-8"))
+            if "examples" not in spec and len(rest) == 1:
+                continue  # a task with subtasks: take one of them
+            folder = tmp_path / rest[0]
+            folder.mkdir()
+            # Without its examples: InstructionEval's Preprocessor reads only the prompt keys.
+            (folder / "task.json").write_text(json.dumps({k: v for k, v in spec.items() if k != "examples"}), encoding="utf-8")
+            dirs[rest[0]] = folder
+    return dirs
+
+
+def test_reference_renders_exactly_as_instructionevals_own_code(tmp_path: Path) -> None:
     """Every imported template, on 3 real documents, against InstructionEval's formatting code."""
     from harness.data.cache import DataMissing
     from harness.data.catalog import load_documents
@@ -481,6 +519,7 @@ def test_reference_renders_exactly_as_instructionevals_own_code() -> None:
     tasks = load_tasks(REPO, [])
     targets = study_targets(REFERENCE / "configs")
     result = import_instructioneval(REFERENCE)
+    task_dirs = _bigbench_task_dirs(tmp_path)
     classes: dict[str, Any] = {}
     documents: dict[str, list[dict[str, Any]]] = {}
     compared = 0
@@ -496,7 +535,8 @@ def test_reference_renders_exactly_as_instructionevals_own_code() -> None:
                 documents[task_id] = load_documents(task_id, "test")[:3]
             except DataMissing as exc:
                 pytest.skip(f"needs the real documents: {exc}")
-        args: tuple[Any, ...] = (ie_id, [], True, None) if len(inspect.signature(cls.__init__).parameters) == 5 else (ie_id, [], True)
+        input_dir = task_dirs.get(task_id.removeprefix("bbl."))
+        args: tuple[Any, ...] = (ie_id, [], True, input_dir) if len(inspect.signature(cls.__init__).parameters) == 5 else (ie_id, [], True)
         processor = cls(*args).processor
         for doc in documents[task_id]:
             fields = doc["fields"]
@@ -509,7 +549,13 @@ def test_reference_renders_exactly_as_instructionevals_own_code() -> None:
             theirs = processor(dict(item, options=list(options)))
             ours = render_prompt(entry.instruction, tasks[task_id], doc)
             assert ours.user == theirs["input_text"], (entry.id, doc["id"])
-            assert ours.options == [str(x) for x in theirs["label_space"]], (entry.id, doc["id"])
+            words = entry.instruction.answer_choices
+            if isinstance(words, dict):
+                # A verbaliser: the same words (in our labels' order), the gold one as theirs.
+                assert sorted(ours.options) == sorted(str(x) for x in theirs["label_space"]), (entry.id, doc["id"])
+                assert words[item["answer"]] == theirs["output_text"], (entry.id, doc["id"])
+            else:
+                assert ours.options == [str(x) for x in theirs["label_space"]], (entry.id, doc["id"])
             compared += 1
     assert compared >= 3 * len(result.phrasings) * 0.9
 
@@ -530,12 +576,13 @@ def test_reference_fixed_option_counts_are_true_of_the_data() -> None:
 
 @needs_reference
 def test_reference_imports_validate_and_flan_t5_sees_the_observed_ones() -> None:
-    """`irh run --observed instructioneval=PATH --model <flan-t5>`: the plan marks the NIV2 and
-    P3 instructions seen and the study's unobserved ones unseen (no model is run)."""
+    """`irh run --observed instructioneval=PATH --model <flan-t5>`: the plan marks the NIV2,
+    FLAN and P3 instructions seen and the study's unobserved ones unseen (no model is run)."""
     from harness.plan import build_plan, seen_collections_for
 
     registry, _ = load_registry_with_observed(sources=[SourceSpec("instructioneval", REFERENCE)])  # strict: no problems
-    tasks = [registry.task("mmlu.anatomy"), registry.task("bbl.known_unknowns")]
+    assert sum(1 for i in registry.instructions if i.startswith("ie.")) >= 1200  # the study's own, alike ones kept
+    tasks = [registry.task("mmlu.anatomy"), registry.task("bbl.known_unknowns"), registry.task("bbl.strategyqa")]
     plan = build_plan(registry, tasks, instruction_patterns=["ie.*"], seen_collections=seen_collections_for("google/flan-t5-xxl"))
     by_kind: dict[str, set[bool]] = {}
     for item in plan:
@@ -543,10 +590,25 @@ def test_reference_imports_validate_and_flan_t5_sees_the_observed_ones() -> None
         by_kind.setdefault("/".join(ie_id.split("/")[:2]), set()).add(item.seen)
     assert by_kind["NIV2/QA"] == {True}
     assert by_kind["T0/QA"] == {True}
+    assert by_kind["FLAN/BC"] == {True}
+    assert by_kind["BBL/Default"] == {False}
     assert by_kind["MMLU/Unobserved"] == {False}
     assert by_kind["BBL/Unobserved"] == {False}
     assert by_kind["Alpaca/Unobserved"] == {False}
     assert by_kind["Alpaca/QA"] == {False}  # Flan-T5 was not tuned on Alpaca
+
+
+@needs_reference
+def test_reference_validate_is_clean_with_the_studys_set() -> None:
+    """`irh validate --observed instructioneval=PATH` reports no problem: the study's yes/no
+    questions scored on words the prompt does not show are kept as the study scored them."""
+    from click.testing import CliRunner
+
+    from harness.cli import main
+
+    result = CliRunner().invoke(main, ["validate", "--observed", f"instructioneval={REFERENCE}", "--docs", "1"])
+    assert result.exit_code == 0, result.output
+    assert "ok:" in result.output
 
 
 def test_the_studys_model_families_see_their_collections() -> None:
@@ -558,3 +620,291 @@ def test_the_studys_model_families_see_their_collections() -> None:
     assert seen_collections_for("chavinlo/alpaca-13b") == ["alpaca"]
     flan_alpaca = set(seen_collections_for("declare-lab/flan-alpaca-xl"))
     assert {"alpaca", "super-natural-instructions", "p3-promptsource"} <= flan_alpaca
+
+
+# --------------------------------------------------------------------------- study-set readings
+
+
+def study_set_checkout(root: Path) -> Path:
+    """A made-up checkout with what the study's own set needs: near-identical distinct ids,
+    lower-case letters, numbered options, and fixed words mapped from the answer in code."""
+    listing = {
+        "MMLU_General": ["NIV2/QA/11", "NIV2/QA/12", "Alpaca/QA/4", "Alpaca/QA/10"],
+        "Play_Dialog": ["FLAN/BC/1", "NIV2/QA/11"],
+    }
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "instructions.json").write_text(json.dumps(listing), encoding="utf-8")
+    _write(
+        root / "configs/preprocessor.py",
+        """
+        class Preprocessor:
+            def __init__(self, instruction, examples, eval_by_logits, input_dir=None):
+                self.instr2preprocessor = {
+                    "NIV2/QA/11": self.lower_letters,
+                    "NIV2/QA/12": self.numbered,
+                    "Alpaca/QA/4": self.alpaca_4,
+                    "Alpaca/QA/10": self.alpaca_10,
+                }
+                self.add_unobserved_instructions()
+
+            def lower_letters(self, item):
+                options = item["options"]
+                item_names = [chr(x) for x in range(ord("a"), ord("z") + 1)][:len(options)]
+                text = "Synthetic lower: {}".format(item["question"])
+                for name, option in zip(item_names, options):
+                    text += "\\n({}) {}".format(name, option)
+                return {"input_text": text, "output_text": "a", "label_space": item_names}
+
+            def numbered(self, item):
+                options = item["options"]
+                items = [str(i) for i in range(1, len(options) + 1)]
+                text = "Synthetic numbered: {}".format(item["question"])
+                for number, option in zip(items, options):
+                    text += ", {}) {}".format(number, option)
+                return {"input_text": text, "output_text": item["answer"], "label_space": options}
+
+            def alpaca_4(self, item):
+                text = "Synthetic: choose the one right answer to this question. {}".format(item["question"])
+                return {"input_text": text, "output_text": item["answer"], "label_space": item["options"]}
+
+            def alpaca_10(self, item):
+                text = "Synthetic: choose the one right answer to this question! {}".format(item["question"])
+                return {"input_text": text, "output_text": item["answer"], "label_space": item["options"]}
+        """,
+    )
+    _write(
+        root / "configs/MMLU/general.py",
+        """
+        from configs.preprocessor import Preprocessor
+
+        class MadeUpMMLU(Preprocessor):
+            def add_unobserved_instructions(self):
+                pass
+        """,
+    )
+    _write(
+        root / "configs/BBH/binary_classification/play_dialog_same_or_different.py",
+        """
+        from configs.preprocessor import Preprocessor
+
+        class MadeUpDialog(Preprocessor):
+            def add_unobserved_instructions(self):
+                self.instr2preprocessor["FLAN/BC/1"] = lambda item: self.made_up_bc(self.map_made_up(item))
+
+            def map_made_up(self, item):
+                answer = "Yes" if item["answer"] == "different" else "No"
+                return {"dialog": item["question"], "answer": answer}
+
+            def made_up_bc(self, item):
+                input_text = "{dialog}\\nSynthetic: two speakers? Yes or No.".format(dialog=item["dialog"])
+                output_text = "{answer}".format(answer=item["answer"])
+                return {"input_text": input_text, "output_text": output_text, "label_space": ["Yes", "No"]}
+        """,
+    )
+    return root
+
+
+def test_study_set_readings_import_and_render(tmp_path: Path) -> None:
+    root = study_set_checkout(tmp_path / "InstructionEval")
+    tasks = load_tasks(REPO, [])
+    [result] = run_importers([SourceSpec("instructioneval", root)], tasks)
+    assert result.skipped == []
+    found = {e.id: e for e in result.phrasings}
+    assert set(found) == {
+        "ie.mmlu.niv2-qa-11",
+        "ie.mmlu.niv2-qa-12",
+        "ie.mmlu.alpaca-qa-4",
+        "ie.mmlu.alpaca-qa-10",
+        "ie.play_dialog_same_or_different.flan-bc-1",
+        "ie.play_dialog_same_or_different.niv2-qa-11",
+    }
+    # Lower-case letters are scored as lower-case letters.
+    user, options = _render(found["ie.mmlu.niv2-qa-11"], "mmlu.anatomy", MMLU_DOC)
+    assert user == "Synthetic lower: Q?\n(a) w\n(b) x\n(c) y\n(d) z"
+    assert options == ["a", "b", "c", "d"]
+    # [str(i) for i in range(1, len(options) + 1)] numbers the options; scored on their texts.
+    user, options = _render(found["ie.mmlu.niv2-qa-12"], "mmlu.anatomy", MMLU_DOC)
+    assert user == "Synthetic numbered: Q?, 1) w, 2) x, 3) y, 4) z"
+    assert options == ["w", "x", "y", "z"]
+    # "Yes" if answer == "different" else "No": a verbaliser of the task's labels.
+    flan = found["ie.play_dialog_same_or_different.flan-bc-1"]
+    assert flan.instruction.answer_choices == {"same": "No", "different": "Yes"}
+    assert flan.instruction.provenance.collections == ["flan-2021"]
+    doc = {"id": "p0", "group": "", "fields": {"input": "Hi. Hello."}, "choices": ["same", "different"], "scores": [0.0, 1.0]}
+    user, options = _render(flan, "bbl.play_dialog_same_or_different", doc)
+    assert (user, options) == ("Hi. Hello.\nSynthetic: two speakers? Yes or No.", ["No", "Yes"])
+    # One template run on two tasks, and two near-identical ids: all are the study's own and
+    # pass the registry's strict load (identity is the listing + task + id).
+    assert found["ie.mmlu.niv2-qa-11"].upstream == ("InstructionEval:instructions.json", "MMLU_General:NIV2/QA/11")
+    registry, _ = load_registry_with_observed(sources=[SourceSpec("instructioneval", root)])
+    assert {"ie.mmlu.alpaca-qa-4", "ie.mmlu.alpaca-qa-10"} <= set(registry.instructions)
+
+
+def test_fixed_words_without_fixed_labels_are_skipped_saying_so(tmp_path: Path) -> None:
+    root = study_set_checkout(tmp_path / "InstructionEval")
+    listing = {"Strange_Stories": ["FLAN/BC/1"]}
+    (root / "instructions.json").write_text(json.dumps(listing), encoding="utf-8")
+    source = (root / "configs/BBH/binary_classification/play_dialog_same_or_different.py").read_text(encoding="utf-8")
+    _write(root / "configs/BBH/binary_classification/strange_stories.py", source.replace("different", "yes"))
+    result = import_instructioneval(root)
+    assert result.phrasings == []
+    [skip] = result.skipped
+    assert "bbl.strange_stories has no fixed labels" in skip.reason
+
+
+def _tar_gz(path: Path, files: dict[str, dict[str, Any]]) -> Path:
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        for name, spec in files.items():
+            data = json.dumps(spec).encode("utf-8")
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_task_json_fields_are_read_as_instructioneval_reads_them(tmp_path: Path) -> None:
+    """task_prefix wins over description; missing prefixes take InstructionEval's defaults;
+    subtasks that disagree are named as the reason (made-up task.json files, real layout)."""
+    root = "bigbench-1.0.0/bigbench/benchmark_tasks"
+    archive = _tar_gz(
+        tmp_path / "bigbench.tar.gz",
+        {
+            f"{root}/winowhy/task.json": {"description": "Made-up description.", "task_prefix": "Made-up prefix.", "examples": []},
+            f"{root}/strategyqa/task.json": {"description": "Only a description.", "example_output_prefix": "\nA: "},
+            f"{root}/strange_stories/task.json": {"description": "Top."},
+            f"{root}/strange_stories/boolean/task.json": {"description": "Boolean subtask."},
+            f"{root}/not_in_the_study/task.json": {"description": "Ignored."},
+        },
+    )
+    fields, problems = instructioneval._task_json_from(archive)
+    assert fields["winowhy"] == {
+        "description": "Made-up prefix.",
+        "example_input_prefix": "\n",
+        "example_output_prefix": "",
+        "choice_prefix": "",
+    }
+    assert fields["strategyqa"]["description"] == "Only a description."
+    assert fields["strategyqa"]["example_output_prefix"] == "\nA: "
+    assert "strange_stories" not in fields and "subtasks" in problems["strange_stories"]
+    assert "not_in_the_study" not in fields
+
+
+def test_default_prompts_read_task_json_fields(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = study_set_checkout(tmp_path / "InstructionEval")
+    (root / "instructions.json").write_text(json.dumps({"StrategyQA": ["BBL/Default/1"]}), encoding="utf-8")
+    _write(
+        root / "configs/BBH/binary_classification/strategy_qa.py",
+        """
+        from configs.preprocessor import Preprocessor
+
+        class MadeUpStrategy(Preprocessor):
+            def add_unobserved_instructions(self):
+                self.instr2preprocessor["BBL/Default/1"] = self.default_Classification
+
+            def default_Classification(self, item):
+                input_text = self.description + " " + self.example_input_prefix + item["question"] + self.example_output_prefix
+                return {"input_text": input_text, "output_text": item["answer"], "label_space": item["options"]}
+        """,
+    )
+    fields = {"description": "Made-up {task}.", "example_input_prefix": "\nQ: ", "example_output_prefix": "\nA:", "choice_prefix": ""}
+    monkeypatch.setattr(instructioneval, "_read_task_json", lambda: ({"strategyqa": fields}, {}))
+    [entry] = import_instructioneval(root).phrasings
+    doc = {"id": "s0", "group": "", "fields": {"input": "Is it?"}, "choices": ["Yes", "No"], "scores": [1.0, 0.0]}
+    assert _render(entry, "bbl.strategyqa", doc) == ("Made-up {task}. \nQ: Is it?\nA:", ["Yes", "No"])
+    monkeypatch.setattr(instructioneval, "_read_task_json", lambda: ({}, {"": "which needs the BIG-bench sdist (absent)"}))
+    [skip] = import_instructioneval(root).skipped
+    assert skip.reason == "reads self.description from BIG-bench's task.json, which needs the BIG-bench sdist (absent)"
+
+
+def test_flan_styles_joins_counters_slices_and_rewritten_documents_read_exactly(tmp_path: Path) -> None:
+    """set_style and module-level mark lists (FLAN), ", ".join and enumerate with a last-item
+    branch and a slice (P3), a document rewritten in place, popped, split and replaced."""
+    root = tmp_path / "InstructionEval"
+    root.mkdir()
+    ids = ["FLAN/QA/1", "T0/QA/1", "T0/QA/2", "NIV2/QA/1"]
+    (root / "instructions.json").write_text(json.dumps({"MMLU_General": ids}), encoding="utf-8")
+    _write(
+        root / "configs/preprocessor.py",
+        """
+        MARKS = [
+            ["\\n - " for _ in range(26)],
+            ["\\n(" + chr(x) + ") " for x in range(ord("a"), ord("z") + 1)],
+        ]
+        PROMPTS = ["", "Made-up OPTIONS:"]
+
+        class Preprocessor:
+            def __init__(self, instruction, examples, eval_by_logits, input_dir=None):
+                self.instr2preprocessor = {
+                    "FLAN/QA/1": self.flan_1,
+                    "T0/QA/1": self.t0_join,
+                    "T0/QA/2": lambda item: self.t0_listed(**item),
+                    "NIV2/QA/1": self.rewritten,
+                }
+                self.add_unobserved_instructions()
+
+            def set_style(self, style, option_style):
+                self.style, idx = style
+                self.item = MARKS[idx] if self.style == "text" else MARKS[1]
+                self.option_prompt = PROMPTS[option_style]
+
+            def flan_1(self, item):
+                self.set_style(("text", 0), 1)
+                options = item["options"]
+                item_names = self.item[:len(options)]
+                options_ = self.option_prompt
+                for mark, option in zip(item_names, options):
+                    options_ += mark + option
+                if self.style == "letter":
+                    options = item_names
+                input_text = "{q}\\n{o}".format(q=item["question"], o=options_)
+                return {"input_text": input_text, "output_text": item["answer"], "label_space": options}
+
+            def t0_join(self, item):
+                categories = ", ".join(item["options"])
+                input_text = "Made-up: {c}\\n{q}".format(c=categories, q=item["question"])
+                return {"input_text": input_text, "output_text": item["answer"], "label_space": item["options"]}
+
+            def t0_listed(self, question, answer, options):
+                options_ = ""
+                for i, option in enumerate(options):
+                    if i == len(options) - 1:
+                        options_ += "or {}".format(option)
+                    else:
+                        options_ += ", {}".format(option)
+                options_ = "\\"" + options_[2:] + "\\""
+                input_text = "{q} Made-up list: {o}?".format(q=question, o=options_)
+                return {"input_text": input_text, "output_text": answer, "label_space": options}
+
+            def rewritten(self, item):
+                head, tail = item.pop("question").split(" | ", maxsplit=1)
+                item["question"] = tail.replace("two", "2")
+                input_text = "{q} / {h}".format(q=item["question"], h=head)
+                return {"input_text": input_text, "output_text": item["answer"], "label_space": item["options"]}
+        """,
+    )
+    _write(
+        root / "configs/MMLU/general.py",
+        """
+        from configs.preprocessor import Preprocessor
+
+        class MadeUpMMLU(Preprocessor):
+            def add_unobserved_instructions(self):
+                pass
+        """,
+    )
+    result = import_instructioneval(root)
+    assert result.skipped == []
+    found = {e.id: e for e in result.phrasings}
+    doc = dict(MMLU_DOC, fields={"question": "part one | part two", "subject": "anatomy"})
+    assert _render(found["ie.mmlu.flan-qa-1"], "mmlu.anatomy", doc) == (
+        "part one | part two\nMade-up OPTIONS:\n - w\n - x\n - y\n - z",
+        ["w", "x", "y", "z"],
+    )
+    assert found["ie.mmlu.flan-qa-1"].instruction.provenance.collections == ["flan-2021"]
+    assert _render(found["ie.mmlu.t0-qa-1"], "mmlu.anatomy", doc)[0] == "Made-up: w, x, y, z\npart one | part two"
+    listed = _render(found["ie.mmlu.t0-qa-2"], "mmlu.anatomy", doc)[0]
+    assert listed == 'part one | part two Made-up list: "w, x, yor z"?'  # as the Python builds it
+    assert _render(found["ie.mmlu.niv2-qa-1"], "mmlu.anatomy", doc)[0] == "part 2 / part one"

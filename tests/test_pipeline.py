@@ -78,3 +78,18 @@ def test_non_positive_sizes_are_refused(cache: Path, tmp_path: Path, option: str
     assert result.exit_code == 2
     assert "0 is not in the range x>=1" in result.output
     assert not (tmp_path / "reports").exists()
+
+
+def test_run_records_which_registry_it_read(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import REPO
+
+    monkeypatch.setenv("IRH_REGISTRY", str(REPO))
+    reports = str(tmp_path / "r")
+    code, out = run_cli(
+        "run", "--model", "irh-fake", "--tasks", "bbl.strategyqa", "--limit", "2", "--max-instructions", "1", "--reports-dir", reports
+    )
+    assert code == 0, out
+    (run_dir,) = list((tmp_path / "r").iterdir())
+    manifest = read_manifest(run_dir)
+    assert manifest.registry_path == str(REPO)
+    assert manifest.registry_origin and "IRH_REGISTRY" in manifest.registry_origin

@@ -48,7 +48,8 @@ def build_full_bbl_sdist(path: Path) -> Path:
     for task in BBL_TASKS:
         if task not in tasks and task not in BIGBENCH_SUBTASKS:
             first, second = labels.get(task) or ["yes", "no"]
-            examples = [{"input": f"Question {i} of {task}?", "target_scores": {first: i % 2, second: 1 - i % 2}, "target": first} for i in range(3)]
+            scores = [{first: i % 2, second: 1 - i % 2} for i in range(3)]
+            examples = [{"input": f"Question {i} of {task}?", "target_scores": s, "target": first} for i, s in enumerate(scores)]
             tasks[task] = {"examples": examples}
     return build_bigbench_sdist(path, tasks)
 
@@ -159,6 +160,7 @@ def test_every_readme_command_is_checked() -> None:
         ("compare",),
         ("import", "list"),
         ("bench",),
+        ("budget-check",),
     }
     for verb in verbs:
         assert verb[:1] in checked or verb[:2] in checked, f"README command `irh {' '.join(verb)}` has no check in this file"
@@ -200,6 +202,16 @@ def test_readme_commands_do_what_the_readme_says(readme_env: dict[str, Any]) -> 
             invoke(["run", "--resume", str(first)])
             assert read_manifest(first).status == "complete"
             assert len({r.key for r in iter_samples(first)}) == len(lines)
+        elif verb == "run" and "--budget" in args:
+            before = set(run_dirs(work))
+            # The fixture has 6 winowhy documents: a bigger share keeps one cell per phrasing.
+            budgeted = with_fake_model(args, limit="20")
+            budgeted[budgeted.index("--budget") + 1] = "0.5"
+            invoke(budgeted)
+            (new,) = set(run_dirs(work)) - before
+            manifest = read_manifest(new)
+            assert manifest.budget is not None and "## Budgeted estimate" in (new / "report.md").read_text()
+            assert len(list(iter_samples(new))) == manifest.budget.scored_cells
         elif verb == "run":
             before = set(run_dirs(work)) if (work / "reports").exists() else set()
             result = invoke(with_fake_model(args))
@@ -229,6 +241,11 @@ def test_readme_commands_do_what_the_readme_says(readme_env: dict[str, Any]) -> 
             out = work / "cmp"
             invoke(["compare", str(a), str(b), "--out", str(out), "--no-html"])
             assert (out / "compare.md").exists()
+        elif verb == "budget-check":
+            full = next(d for d in run_dirs(work) if read_manifest(d).budget is None and "bbl.strategyqa" in read_manifest(d).tasks)
+            out = work / args[args.index("--out") + 1]
+            invoke(["budget-check", str(full), "--out", str(out), "--budgets", "50", "--repeats", "2", "--bootstrap", "20"])
+            assert {"budget_check.csv", "budget_check.md", "budget_check.png"} <= {p.name for p in out.iterdir()}
         elif args[:2] == ["import", "list"]:
             assert "flan" in invoke(args).output
         elif verb == "bench":

@@ -119,6 +119,33 @@ def test_exact_and_near_duplicates(tmp_path: Path) -> None:
     assert NEAR_DUPLICATE_THRESHOLD == 0.95
 
 
+def test_distinct_entries_of_one_listing_are_not_duplicates(tmp_path: Path) -> None:
+    """Imported entries that one source lists under distinct ids are kept even when alike;
+    the rules still hold within an entry, against written phrasings and between sources."""
+    from harness.registry import RegisteredInstruction
+    from harness.schema import Instruction, Provenance
+
+    base = "Read the question below and answer it with yes or no, please. {{ question }}"
+
+    def entry(pid: str, text: str, upstream: tuple[str, str] | None) -> RegisteredInstruction:
+        prov = Provenance(status="unobserved", author="x", source="made-up listing")
+        inst = Instruction(id=pid, text=text, answer_choices={"yes": "yes", "no": "no"}, provenance=prov)
+        return RegisteredInstruction(inst, "made-up", "task", "toy.yesno", upstream=upstream)
+
+    extra = [
+        entry("toy.yesno.i1", base, ("listing", "Task:A/1")),
+        entry("toy.yesno.i2", base, ("listing", "Task:A/2")),  # same text, distinct id
+        entry("toy.yesno.i3", base.replace("please", "pleas"), ("listing", "Task:A/3")),  # near
+        entry("toy.yesno.i4", base.upper(), ("other listing", "Task:A/1")),  # another source
+        entry("toy.yesno.i5", base.replace("please", "plz"), None),  # not from a listing
+    ]
+    root = make_root(tmp_path, {})
+    probs = [str(p) for p in load_registry(root, strict=False, extra=extra).problems]
+    assert not any("toy.yesno.i2:" in p or "toy.yesno.i3:" in p for p in probs)
+    assert any("toy.yesno.i4: same text as toy.yesno.i1" in p for p in probs)
+    assert any("toy.yesno.i5: near-duplicate of toy.yesno.i" in p for p in probs)
+
+
 def test_unknown_keys_and_schema_version_are_errors(tmp_path: Path) -> None:
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()

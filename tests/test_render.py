@@ -43,6 +43,8 @@ def test_labels_order_and_verbaliser() -> None:
     assert out.options == ["yes", "no"]  # in the task's label order, not the document's
     numbers = render_prompt(inst("{{ input }}\n1) Yes\n2) No", answer_choices="numbers"), YN, d)
     assert numbers.options == ["1", "2"]
+    lower = render_prompt(inst("{{ input }}\n(a) Yes\n(b) No", answer_choices="lowercase"), YN, d)
+    assert lower.options == ["a", "b"]
     assert render_prompt(inst("{{ input }}"), YN, d).options == ["Yes", "No"]
 
 

@@ -72,7 +72,19 @@ def test_run_report_marks_chance_from_the_rows(cache: Path, tmp_path: Path) -> N
 
     result = CliRunner().invoke(
         main,
-        ["run", "--model", "irh-fake", "--tasks", "bbl.strategyqa", "--limit", "4", "--max-instructions", "2", "--reports-dir", str(tmp_path / "r")],
+        [
+            "run",
+            "--model",
+            "irh-fake",
+            "--tasks",
+            "bbl.strategyqa",
+            "--limit",
+            "4",
+            "--max-instructions",
+            "2",
+            "--reports-dir",
+            f"{tmp_path}/r",
+        ],
     )
     assert result.exit_code == 0, result.output
     (run_dir,) = list((tmp_path / "r").iterdir())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -54,7 +55,7 @@ def _examples(registry: Registry, tiny_model: Path, phrasing_ids: list[str]) -> 
     task = registry.task(TASK)
     doc = load_documents(task.data_name, task.split)[0]
     examples = [
-        encode_example(tokenizer, registry.instruction(i).instruction, task, doc, 0, placement="user", chat=True, max_length=256)
+        encode_example(tokenizer, registry.instruction(i).instruction, task, doc, 0, placement="user", chat=True, max_length=1024)
         for i in phrasing_ids
     ]
     return model, examples
@@ -100,12 +101,20 @@ def test_option_loglikelihoods_equal_lm_eval_hf(tiny_model: Path, cache: Path, r
 def test_loss_decreases_on_a_fixed_batch(tiny_model: Path, cache: Path, registry: Registry, tmp_path: Path) -> None:
     # Every step sees the same 4 documents under every train phrasing: the losses are comparable.
     record = _tune(
-        registry, tiny_model, tmp_path / "a", method="lora", steps=6, train_docs=4, docs_per_step=4, paraphrases_per_batch=20, learning_rate=3e-2
+        registry,
+        tiny_model,
+        tmp_path / "a",
+        method="lora",
+        steps=6,
+        train_docs=4,
+        docs_per_step=4,
+        paraphrases_per_batch=20,
+        learning_rate=3e-2,
     )
     losses = [p.loss for p in record.loss_curve]  # type: ignore[attr-defined]
     assert len(losses) == 6
     assert losses[-1] < losses[0] - 0.1, losses
-    assert all(b < a for a, b in zip(losses, losses[1:], strict=False)), losses
+    assert all(b < a for a, b in itertools.pairwise(losses)), losses
 
 
 def test_split_is_recorded_and_disjoint(tiny_model: Path, cache: Path, registry: Registry, tmp_path: Path) -> None:
@@ -222,3 +231,69 @@ def test_tuned_run_marks_exactly_the_train_phrasings_seen(tiny_model: Path, cach
     assert {r.doc_id for r in rows} == set(split.eval_doc_ids)
     seen_from = read_manifest(run_dir).model["seen_from"]
     assert seen_from["source"] == "tune.json" and seen_from["path"] == str((out / "tune.json").resolve())
+
+
+def test_max_phrasings_keeps_the_original_and_the_same_sample_across_a_pool(registry: Registry) -> None:
+    a = split_phrasings(registry.instructions_for("mmlu.anatomy"), "mmlu.anatomy", seed=3, max_phrasings=6)
+    b = split_phrasings(registry.instructions_for("mmlu.astronomy"), "mmlu.astronomy", seed=3, max_phrasings=6)
+    assert a == b
+    assert a.original == "mmlu.w01" and len(a.train) + len(a.held_out) == 6 and len(a.train) == 3
+
+
+def test_comparison_rows_give_the_gap_and_ignore_controls() -> None:
+    import numpy as np
+
+    from harness.stats.data import PhrasingResults
+    from harness.tune.summary import OVERALL, render_table, task_rows
+
+    def phrasing(task: str, name: str, correct: list[int], seen: bool, status: str = "unobserved") -> PhrasingResults:
+        values = np.array(correct, dtype=float)
+        return PhrasingResults(task, name, status, seen, tuple(f"d{i}" for i in range(len(correct))), values, values)
+
+    ps = [
+        phrasing("t", "t.w1", [1, 1, 1, 1, 0, 1], True),
+        phrasing("t", "t.w2", [1, 1, 1, 0, 1, 1], True),
+        phrasing("t", "t.w3", [0, 1, 0, 0, 0, 1], False),
+        phrasing("t", "t.w4", [0, 0, 1, 0, 0, 0], False),
+        phrasing("t", "t.ctl-none", [0, 0, 0, 0, 0, 0], False, "control"),
+    ]
+    rows = task_rows("lora", ps, n_boot=200)
+    task, overall = rows
+    assert (task.task, overall.task) == ("t", OVERALL)
+    assert (task.n_seen, task.n_unseen) == (2, 2)
+    assert task.seen_mean == pytest.approx(10 / 12) and task.unseen_mean == pytest.approx(3 / 12)
+    assert task.gap == pytest.approx(7 / 12) and task.gap_ci[0] > 0
+    assert overall.gap == pytest.approx(task.gap) and 0 < overall.p_gap <= 1
+    assert "| lora | t | 2 / 2 | 0.833" in render_table(rows)
+
+
+def test_soft_prompt_scoring_in_training_equals_lm_eval_with_the_adapter(
+    tiny_model: Path, cache: Path, registry: Registry, tmp_path: Path
+) -> None:
+    """The virtual tokens are accounted for: training scores what lm-eval's hf + peft= scores."""
+    import lm_eval.models  # noqa: F401
+    from lm_eval.api.instance import Instance
+    from lm_eval.api.registry import get_model
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    from harness.data.catalog import load_documents
+    from harness.render import render_prompt
+    from harness.tune.losses import option_loglikelihoods
+    from harness.view import chat_messages
+
+    out = tmp_path / "prompt"
+    _tune(registry, tiny_model, out, method="prompt", steps=2, learning_rate=5e-2, num_virtual_tokens=5)
+    base, examples = _examples(registry, tiny_model, [f"{TASK}.w02", f"{TASK}.w03"])
+    model = PeftModel.from_pretrained(base, str(out)).eval()
+    with torch.no_grad():
+        ours = option_loglikelihoods(model, examples, pad_id=0, virtual_tokens=5)[0].tolist()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    task = registry.task(TASK)
+    doc = load_documents(task.data_name, task.split)[0]
+    lm = get_model("hf").create_from_arg_string(f"pretrained={tiny_model},peft={out},dtype=float32,device=cpu", {"batch_size": 4})
+    for row, inst_id in zip(ours, [f"{TASK}.w02", f"{TASK}.w03"], strict=True):
+        prompt = render_prompt(registry.instruction(inst_id).instruction, task, doc, "user")
+        context = tokenizer.apply_chat_template(chat_messages(prompt), tokenize=False, add_generation_prompt=True)
+        requests = [Instance("loglikelihood", {}, (context, o), i) for i, o in enumerate(prompt.options)]
+        assert row == pytest.approx([ll for ll, _ in lm.loglikelihood(requests)], abs=1e-4)

@@ -12,9 +12,16 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from harness.answers import parse_choice, score_parsed
 from harness.metrics import score_choice, score_generation
 from harness.render import RenderedPrompt
 from harness.schema import Instruction, TaskSpec
+
+#: Tokens a chat endpoint may spend answering a multiple-choice question ("The answer is B.").
+MC_ANSWER_TOKENS = 32
+#: Where such an answer ends, unless the phrasing says (a blank line; some servers, such as
+#: `transformers serve`, refuse an empty stop list).
+MC_ANSWER_STOP = ("\n\n",)
 
 
 class ScoredDoc(NamedTuple):
@@ -43,8 +50,51 @@ def _task_manager() -> Any:
     return _TASK_MANAGER
 
 
+class ServerUnavailable(RuntimeError):
+    """The model server stopped answering (refused connections, timeouts after lm-eval's retries)."""
+
+
+class ServerProblem(RuntimeError):
+    """The model server answered, but not with what the run needs (e.g. no prompt logprobs)."""
+
+
+def is_chat_endpoint(lm: Any) -> bool:
+    """Whether the model is a chat-completions endpoint: the server applies its own chat template
+    and returns no prompt logprobs (``local-chat-completions``, ``openai-chat-completions``)."""
+    from lm_eval.models.openai_completions import LocalChatCompletion
+
+    return isinstance(lm, LocalChatCompletion)
+
+
+def is_server_model(lm: Any) -> bool:
+    """Whether the model is one of lm-eval's API models (an HTTP endpoint)."""
+    from lm_eval.models.api_models import TemplateAPI
+
+    return isinstance(lm, TemplateAPI)
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether an exception (or one it was raised from) says the server could not be reached:
+    a refused or dropped connection or a timeout, from the HTTP clients lm-eval uses (requests,
+    aiohttp; recognised by class, so that neither need be imported here)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, (ConnectionError, TimeoutError)):
+            return True
+        for cls in type(current).__mro__:
+            package = cls.__module__.partition(".")[0]
+            if package in ("requests", "aiohttp", "urllib3") and ("Connect" in cls.__name__ or "Timeout" in cls.__name__):
+                return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def has_chat_template(lm: Any) -> bool:
-    """Whether the lm-eval model object carries a chat template."""
+    """Whether the lm-eval model object carries a chat template (a chat endpoint applies its own)."""
+    if is_chat_endpoint(lm):
+        return True
     try:
         return bool(lm.chat_template(True))
     except Exception:
@@ -69,8 +119,13 @@ def task_config(
     task: TaskSpec,
     instruction: Instruction,
     placement: str,
+    generated: bool = False,
 ) -> dict[str, Any]:
-    """The inline lm-eval task config for one chunk of rendered documents."""
+    """The inline lm-eval task config for one chunk of rendered documents.
+
+    ``generated``: a multiple-choice task scored by generation (on a chat-only endpoint): the
+    model answers in words, and :func:`harness.answers.parse_choice` reads the option it names.
+    """
     config: dict[str, Any] = {
         "task": name,
         "custom_dataset": _Rows(rows),
@@ -82,7 +137,19 @@ def task_config(
     }
     if placement == "system":
         config["description"] = "system"
-    if task.output_type == "multiple_choice":
+    if generated:
+        config.update(
+            output_type="generate_until",
+            doc_to_target="target",
+            metric_list=[{"metric": "bypass"}],
+            generation_kwargs={
+                "until": list(instruction.until or MC_ANSWER_STOP),
+                "max_gen_toks": MC_ANSWER_TOKENS,
+                "do_sample": False,
+                "temperature": 0.0,
+            },
+        )
+    elif task.output_type == "multiple_choice":
         config.update(
             output_type="multiple_choice",
             doc_to_choice="options",
@@ -113,10 +180,29 @@ def _work_rows(
         if task.output_type == "multiple_choice":
             row["options"] = prompt.options
             row["gold"] = max(range(len(scores)), key=lambda i: scores[i])
+            row["target"] = prompt.options[row["gold"]]
         else:
             row["target"] = doc["targets"][0]
         rows.append(row)
     return rows
+
+
+def _context_text(context: Any) -> str:
+    """The context lm-eval scored, as text. A chat endpoint's is the JSON of its messages,
+    which lm-eval wraps in a one-field tuple (``JsonChatStr``) and logs as that tuple's repr."""
+    if isinstance(context, tuple):
+        return str(context[0])
+    text = str(context)
+    if text.startswith("('") or text.startswith('("'):
+        import ast
+
+        try:
+            parsed = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            return text
+        if isinstance(parsed, tuple) and len(parsed) == 1 and isinstance(parsed[0], str):
+            return parsed[0]
+    return text
 
 
 def evaluate_chunk(
@@ -136,17 +222,32 @@ def evaluate_chunk(
     from lm_eval.evaluator import evaluate
 
     rows = _work_rows(task, docs, prompts, option_scores)
-    loaded = _task_manager().load([task_config(name, rows, task, instruction, placement)])
+    generated = task.output_type == "multiple_choice" and is_chat_endpoint(lm)
+    loaded = _task_manager().load([task_config(name, rows, task, instruction, placement, generated)])
     for task_obj in loaded["tasks"].values():
         task_obj.set_fewshot_seed(seed=seed)
-    results = evaluate(
-        lm=lm,
-        task_dict=loaded,
-        log_samples=True,
-        apply_chat_template=chat,
-        bootstrap_iters=0,
-        verbosity="ERROR",
-    )
+    try:
+        results = evaluate(
+            lm=lm,
+            task_dict=loaded,
+            log_samples=True,
+            apply_chat_template=chat,
+            bootstrap_iters=0,
+            verbosity="ERROR",
+        )
+    except Exception as exc:
+        if not is_server_model(lm):
+            raise
+        url = getattr(lm, "base_url", "?")
+        if _unreachable(exc):
+            raise ServerUnavailable(f"the model server at {url} stopped answering ({type(exc).__name__}: {exc})") from exc
+        if task.output_type == "multiple_choice" and isinstance(exc, (TypeError, KeyError)):
+            raise ServerProblem(
+                f"the server at {url} returned no prompt logprobs (it ignores `echo`/`logprobs`, as `transformers serve` does), "
+                f"so multiple-choice tasks cannot be scored by loglikelihood there; use --model local-chat-completions:... "
+                f"(scored by generation) or a server that returns them (vLLM, llama.cpp)"
+            ) from exc
+        raise
     if results is None:
         raise RuntimeError("lm-eval returned no results (non-zero rank?)")
     samples = sorted(results["samples"][name], key=lambda s: int(s["doc_id"]))
@@ -155,8 +256,13 @@ def evaluate_chunk(
         logged = sample["doc"]
         if logged["doc_id"] != doc["id"]:
             raise RuntimeError(f"lm-eval returned documents out of order ({logged['doc_id']} != {doc['id']})")
-        context = sample["arguments"][0][0]
-        if task.output_type == "multiple_choice":
+        context = _context_text(sample["arguments"][0][0])
+        if generated:
+            text = str(sample["resps"][0][0])
+            choice = parse_choice(text, prompt_options := list(logged["options"]))
+            score = score_parsed(choice, scores)
+            out.append(ScoredDoc(doc["id"], str(context), prompt_options, None, choice, text, score.score, score.correct))
+        elif task.output_type == "multiple_choice":
             lls = [float(resp[0][0]) for resp in sample["resps"]]
             best, score = score_choice(lls, scores)
             continuations = [arg[1] for arg in sample["arguments"]]

@@ -26,6 +26,10 @@ DEFAULT_NAME = "SmolLM2-135M-Instruct"
 HF_BACKENDS = ("hf", "huggingface", "irh-fast")
 
 
+#: Model arguments that carry credentials: refused, since model args are written to run.json.
+SECRET_ARGS = ("auth_token", "api_key", "header", "headers")
+
+
 class ModelSpec(NamedTuple):
     backend: str
     args: dict[str, str]
@@ -149,6 +153,12 @@ def parse_model_spec(text: str | None, dtype: str | None = None, batch_size: int
         if not sep or not key:
             raise ModelError(f"bad model argument {part!r} in {text!r}; write key=value pairs separated by commas")
         args[key.strip()] = value.strip()
+    secret = next((key for key in args if key.lower() in SECRET_ARGS), None)
+    if secret:
+        raise ModelError(
+            f"model argument {secret}= would be written to run.json; give API keys in the environment "
+            f"(OPENAI_API_KEY for local-completions and the OpenAI backends), never in --model"
+        )
     if dtype:
         args.setdefault("dtype", dtype)
     if backend in HF_BACKENDS:
@@ -246,6 +256,14 @@ def check_pretrained(args: dict[str, str]) -> None:
                 f"{value} is neither a local folder nor in the local Hugging Face cache, and HF_HUB_OFFLINE is set; "
                 f"download it once with network (`hf download {value}`), or give a local folder as pretrained="
             )
+
+
+def check_loadable(spec: ModelSpec) -> None:
+    """Refuse a spec whose backend is unknown, or whose model folder is missing, without loading
+    it (a data-parallel run loads the model in its ranks only)."""
+    _check_backend(spec.backend)
+    if spec.backend in HF_BACKENDS:
+        check_pretrained(spec.args)
 
 
 def load_model(spec: ModelSpec) -> LoadedModel:

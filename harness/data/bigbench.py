@@ -68,10 +68,11 @@ def bigbench_documents(task: str, subtask: str, spec: dict[str, Any]) -> list[di
     return docs
 
 
-def convert_bigbench(sdist: Path, tasks: tuple[str, ...] | list[str] = BBL_TASKS) -> Iterator[tuple[str, str, list[dict[str, Any]]]]:
-    """Yield (task id, split, documents) for each wanted task, pooling its subtasks."""
-    wanted = set(tasks)
-    found: dict[str, dict[str, dict[str, Any]]] = {}
+def iter_task_json(sdist: Path, wanted: set[str]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """Yield (task, subtask, parsed task.json) for the wanted tasks of a bigbench sdist, streamed.
+
+    A task without subtasks is its own subtask; deeper folders are not task files.
+    """
     with tarfile.open(sdist, "r:gz") as tar:
         for member in tar:
             parts = member.name.split("/")
@@ -81,10 +82,15 @@ def convert_bigbench(sdist: Path, tasks: tuple[str, ...] | list[str] = BBL_TASKS
             if not rest or rest[0] not in wanted or len(rest) > 2:
                 continue
             fh = tar.extractfile(member)
-            if fh is None:
-                continue
-            spec = json.loads(fh.read().decode("utf-8"))
-            found.setdefault(rest[0], {})[rest[1] if len(rest) == 2 else rest[0]] = spec
+            if fh is not None:
+                yield rest[0], rest[-1], json.loads(fh.read().decode("utf-8"))
+
+
+def convert_bigbench(sdist: Path, tasks: tuple[str, ...] | list[str] = BBL_TASKS) -> Iterator[tuple[str, str, list[dict[str, Any]]]]:
+    """Yield (task id, split, documents) for each wanted task, pooling its subtasks."""
+    found: dict[str, dict[str, dict[str, Any]]] = {}
+    for task, subtask, spec in iter_task_json(sdist, set(tasks)):
+        found.setdefault(task, {})[subtask] = spec
     for task in tasks:
         specs = found.get(task, {})
         docs = [d for sub, spec in sorted(specs.items()) for d in bigbench_documents(task, sub, spec)]

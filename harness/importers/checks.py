@@ -4,7 +4,8 @@ The same rules as for written phrasings (harness/registry.py): its target names 
 have, its placeholders are fields of those tasks, a verbaliser names exactly their labels,
 and it renders on a document of each task. On top, imported phrasings that repeat an
 earlier one (same text, or near-duplicate within the same tasks) are skipped, so that a
-collection's many copies of one template do not fail `irh validate`.
+collection's many copies of one template do not fail `irh validate`; two distinct entries of
+one source's own listing (``RegisteredInstruction.upstream``) are never repeats of each other.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from harness.importers.result import ImportResult
-from harness.registry import NEAR_DUPLICATE_THRESHOLD, RegisteredInstruction
+from harness.registry import NEAR_DUPLICATE_THRESHOLD, RegisteredInstruction, distinct_upstream
 from harness.render import TemplateProblem, allowed_fields, render_prompt, template_fields
 from harness.schema import TaskSpec, normalise_text
 
@@ -133,16 +134,16 @@ def drop_repeats(results: Iterable[ImportResult], tasks: Mapping[str, TaskSpec])
     sources are given decides which copy is kept.
     """
     ids: set[str] = set()
-    texts: dict[str, str] = {}
-    answers: dict[str, object] = {}
-    by_task: dict[str, list[tuple[str, str]]] = {}
+    texts: dict[str, list[RegisteredInstruction]] = {}
+    by_task: dict[str, list[tuple[RegisteredInstruction, str]]] = {}
     for result in results:
         kept: list[RegisteredInstruction] = []
         for entry in result.phrasings:
             norm = normalise_text(entry.instruction.text)
-            if norm in texts:
-                earlier = texts[norm]
-                same_words = answers[earlier] == entry.instruction.answer_choices
+            same = [e for e in texts.get(norm, []) if not distinct_upstream(e, entry)]
+            if same:
+                earlier = same[0].id
+                same_words = same[0].instruction.answer_choices == entry.instruction.answer_choices
                 result.skip(
                     f"{entry.id} (same as {earlier})",
                     "same text as an earlier phrasing" if same_words else "same text as an earlier phrasing, with other answer words",
@@ -153,11 +154,14 @@ def drop_repeats(results: Iterable[ImportResult], tasks: Mapping[str, TaskSpec])
                 continue
             applies = [t.id for t in applicable_tasks(entry, tasks)]
             near = None
-            for other_id, other_norm in dict.fromkeys(p for task_id in applies for p in by_task.get(task_id, [])):
+            candidates = {p[0].id: p for task_id in applies for p in by_task.get(task_id, [])}
+            for other, other_norm in candidates.values():
+                if distinct_upstream(other, entry):
+                    continue  # two of one source's own listed instructions (see distinct_upstream)
                 # Earlier text first, as the registry compares (SequenceMatcher is not symmetric).
                 ratio = _similar(other_norm, norm)
                 if ratio >= NEAR_DUPLICATE_THRESHOLD:
-                    near = (other_id, ratio)
+                    near = (other.id, ratio)
                     break
             if near:
                 result.skip(
@@ -166,9 +170,8 @@ def drop_repeats(results: Iterable[ImportResult], tasks: Mapping[str, TaskSpec])
                 )
                 continue
             ids.add(entry.id)
-            texts[norm] = entry.id
-            answers[entry.id] = entry.instruction.answer_choices
+            texts.setdefault(norm, []).append(entry)
             for task_id in applies:
-                by_task.setdefault(task_id, []).append((entry.id, norm))
+                by_task.setdefault(task_id, []).append((entry, norm))
             kept.append(entry)
         result.phrasings = kept

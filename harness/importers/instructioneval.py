@@ -8,11 +8,18 @@ the code that formats a document. That code is read with ``ast`` and never impor
 
 Every id listed for the study's task set (MMLU general and 14 BIG-bench Lite tasks) is
 imported zero-shot, or skipped with the reason. Its handler is read *symbolically*: the
-literals, ``str.format``, ``+``/``+=``, loops over the options, splits of the input and calls
-to other methods it runs become one jinja template that renders what the Python would build
-on any document (:class:`Reader`). The answer words are the ``label_space`` the study scored
-on: letters where its code uses letters (also where the prompt asks for a letter without
-listing the options), the option texts where it uses the options.
+literals, ``str.format``, ``+``/``+=``, loops over the options (``zip``, ``enumerate`` with a
+last-item branch), splits, slices and ``replace`` of the input, ``", ".join(options)``, the
+document rewritten in place (``item["answer"] = ...``, ``item.pop``), FLAN's ``set_style``
+with its module-level option marks, branches on values known when reading, and calls to other
+methods become one jinja template that renders what the Python would build on any document
+(:class:`Reader`). BIG-bench's default prompts read ``task_prefix``/``description`` and the
+example and choice prefixes from the task's ``task.json`` in the cached bigbench sdist, as
+InstructionEval's Preprocessor does. The answer words are the ``label_space`` the study scored
+on: letters (A, B, ... or a, b, ...) where its code uses letters (also where the prompt asks
+for a letter without listing the options), the option texts where it uses the options, and,
+where it scores fixed words that code maps from the answer (``"Yes" if answer == "different"
+else "No"``), a verbaliser of the task's labels built from that mapping.
 
 Provenance follows the id's prefix: ``*/Unobserved/*`` and ``*/Default/*`` (written for the
 study) are *unobserved*; ``NIV2/*`` is observed in ``super-natural-instructions``, ``FLAN/*``
@@ -21,18 +28,22 @@ model-family map makes them seen exactly for the families the study counted. Ids
 InstructionEval's: ``ie.<task>.<id>`` (``/`` as ``-``, lower case: ``ie.mmlu.niv2-qa-32``),
 and the exact id ends the provenance source (``...#MMLU_General:NIV2/QA/32``), so results
 join with the study's per-instruction results. One template that the study ran on several
-tasks becomes one phrasing per task; each text opens with a jinja comment naming the id and
-task (it renders to nothing), which keeps the texts distinct for the registry.
+tasks becomes one phrasing per task. Each phrasing's identity is (the listing, ``task:id``)
+(``RegisteredInstruction.upstream``), so the registry's same-text and near-duplicate rules do
+not drop one of the study's instructions for resembling another of them (it lists
+near-identical ones on purpose, e.g. ``Alpaca/QA/4`` and ``/10``); the rules still hold
+against written phrasings and other sources.
 
 Where the product departs from the study: a template whose text ends in ``(`` is scored with
 no space before the letter (``(A``), where InstructionEval's encoder-decoder models score the
 letter as a separate output; options are the BIG-bench ``target_scores`` keys with white
-space stripped. Skipped, each with the reason: what the reader cannot follow (a method that
-rewrites the document, BIG-bench's default prompt built from task.json fields at run time,
-answers in lower-case letters or in fixed words mapped from the answer by code, ...), a
-template that shows a fixed number of options on a task whose documents vary in option count
-(:data:`FIXED_OPTIONS` lists the tasks that do not), and, after the registry's checks,
-near-duplicates of another of the study's instructions for the same task.
+space stripped. Skipped, each with the reason (all true of the reference checkout a1b6882):
+what InstructionEval's own code cannot run (a keyword the method does not take, a format
+field never passed), a template that shows a fixed number of options on a task whose
+documents vary in option count (:data:`FIXED_OPTIONS` lists the tasks that do not), fixed
+answer words on a task without fixed labels (``bbl.strange_stories`` pools BIG-bench's
+boolean and multiple-choice subtasks; the study's binary templates were written for the
+boolean one), and a default prompt whose task.json fields differ between the subtasks.
 """
 
 from __future__ import annotations
@@ -41,7 +52,9 @@ import ast
 import json
 import re
 import string
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 
 from harness.importers.result import ImportResult
@@ -107,6 +120,8 @@ class Config:
     lists: dict[str, list[str]] = field(default_factory=dict)
     #: module-level {int: str} tables (``LEN2WORD``: 2 -> "two").
     number_words: dict[str, dict[int, str]] = field(default_factory=dict)
+    #: module-level lists, unread (FLAN's ``TEXT_ITEM_CANDIDATES``, ``OPT_CANDIDATES``).
+    module_lists: dict[str, ast.List] = field(default_factory=dict)
 
 
 def _literal(node: ast.expr | None) -> str | None:
@@ -157,6 +172,8 @@ def _read_classes(path: Path, config: Config, *, handlers: bool) -> None:
                         table[k.value] = _literal(v) or ""
                 if table and len(table) == len(node.value.keys):
                     config.number_words.setdefault(node.targets[0].id, table)
+            if isinstance(node.value, ast.List):
+                config.module_lists.setdefault(node.targets[0].id, node.value)
     for cls in (n for n in module.body if isinstance(n, ast.ClassDef)):
         for node in cls.body:
             if isinstance(node, ast.FunctionDef):
@@ -197,6 +214,12 @@ def read_config(configs: Path, task_file: Path) -> Config:
         config.handlers.setdefault(key, value)
     for key, func in shared.methods.items():
         config.methods.setdefault(key, func)
+    for key, words in shared.lists.items():
+        config.lists.setdefault(key, words)
+    for key, table in shared.number_words.items():
+        config.number_words.setdefault(key, table)
+    for key, node in shared.module_lists.items():
+        config.module_lists.setdefault(key, node)
     for path in sorted((configs / "processors").glob("*.py")):
         _read_classes(path, config, handlers=False)
     return config
@@ -235,11 +258,40 @@ class Opaque:
 
 
 @dataclass(frozen=True)
+class Answer(Opaque):
+    """The document's answer as the word the study scores: the option text, then each step
+    ``(value, then, otherwise)`` of ``then if answer == value else otherwise`` in turn."""
+
+    steps: tuple[tuple[str, str, str], ...] = ()
+
+    def word(self, label: str) -> str:
+        for value, then, otherwise in self.steps:
+            label = then if label == value else otherwise
+        return label
+
+
+@dataclass(frozen=True)
 class Seq:
-    """A list: ``letters`` (A, B, ... per option), ``options`` (the option texts), or fixed words."""
+    """A list: ``letters`` (A, B, ... per option), ``options`` (the option texts), fixed words,
+    or ``marks`` (what FLAN puts before each option: ``jinja`` per option in a loop)."""
 
     kind: str
     words: tuple[str, ...] = ()
+    jinja: str = ""
+
+
+@dataclass(frozen=True)
+class Int(Opaque):
+    """An integer literal (an index into a module-level list)."""
+
+    value: int = 0
+
+
+@dataclass(frozen=True)
+class ModuleList:
+    """A module-level list, read element by element when indexed."""
+
+    node: ast.List
 
 
 @dataclass(frozen=True)
@@ -292,17 +344,21 @@ class Reader:
         self.config = config
         self.target = target
         self.option_count: int | None = None
+        #: ``self.X`` attributes the code sets while formatting (FLAN's ``set_style``).
+        self.attrs: dict[str, object] = {}
+        #: Texts sliced so far (each gets its own jinja variable).
+        self.cuts = 0
 
     # statements ------------------------------------------------------------------------
 
-    def call(self, name: str, args: list[object], kwargs: dict[str, object], depth: int = 0) -> object:
+    def call(self, name: str, args: list[object], kwargs: dict[str, object], depth: int = 0, *, statement: bool = False) -> object:
+        """What ``self.name(*args, **kwargs)`` returns (``statement``: called for its effect on
+        ``self``, such as FLAN's ``set_style``, and may return nothing)."""
         func = self.config.methods.get(name)
         if func is None:
             raise Problem(f"calls self.{name}, which is not in the config")
         if depth > _MAX_DEPTH:
             raise Problem(f"calls nest too deep at {name}")
-        if _rewrites_document(func):
-            raise Problem("rewrites the document in code before formatting")
         params = [a.arg for a in func.args.args]
         if params and params[0] == "self":
             params = params[1:]
@@ -319,6 +375,8 @@ class Reader:
             env.setdefault(pname, Opaque(f"missing {pname}"))
         result = self.run(func.body, env, depth)
         if result is None:
+            if statement:
+                return Opaque(f"what {name} returns")
             raise Problem(f"{name} returns nothing readable")
         return result
 
@@ -340,19 +398,45 @@ class Reader:
                     return result
             elif isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call):
                 callee = stmt.value.func
-                if not (isinstance(callee, ast.Name) and callee.id == "print"):
+                method = _self_attr(callee)
+                if method is not None and method in self.config.methods:
+                    # self.set_style(("text", 8), 1): sets attributes the formatting reads.
+                    self.call_expr(stmt.value, env, depth, statement=True)
+                elif not (isinstance(callee, ast.Name) and callee.id == "print"):
                     raise Problem(f"runs {ast.unparse(stmt)[:60]}")
             elif isinstance(stmt, ast.Pass):
                 continue
             elif isinstance(stmt, ast.If):
-                raise Problem(f"branches in code ({ast.unparse(stmt.test)[:50]})")
+                decided = self.static_test(stmt.test, env, depth)
+                if decided is None:
+                    raise Problem(f"branches in code ({ast.unparse(stmt.test)[:50]})")
+                result = self.run(stmt.body if decided else stmt.orelse, env, depth)
+                if result is not None:
+                    return result
             else:
                 raise Problem(f"runs {type(stmt).__name__} statements")
+        return None
+
+    def static_test(self, test: ast.expr, env: dict[str, object], depth: int) -> bool | None:
+        """The value of ``a == b`` / ``a != b`` where both sides are known literals (FLAN's
+        ``self.style == "letter"``), else None."""
+        if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq | ast.NotEq)):
+            return None
+        try:
+            left, right = self.expr(test.left, env, depth), self.expr(test.comparators[0], env, depth)
+        except Problem:
+            return None
+        if isinstance(left, Text) and isinstance(right, Text) and left.raw is not None and right.raw is not None:
+            return (left.raw == right.raw) == isinstance(test.ops[0], ast.Eq)
         return None
 
     def assign(self, target: ast.expr, value: object, env: dict[str, object]) -> None:
         if isinstance(target, ast.Name):
             env[target.id] = value
+            return
+        attr = _self_attr(target)
+        if attr is not None:
+            self.attrs[attr] = value
             return
         if isinstance(target, ast.Tuple):
             names = target.elts
@@ -373,8 +457,6 @@ class Reader:
         if isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name):
             holder = env.get(target.value.id)
             key = _literal(target.slice)
-            if target.value.id == "item":
-                raise Problem("rewrites the document in code before formatting")
             if isinstance(holder, Item) and key is not None:
                 holder.values[key] = value
                 return
@@ -385,29 +467,48 @@ class Reader:
         it = stmt.iter
         names: list[str] = []
         kinds: list[str] = []
+        seqs: list[object] = []
+        index: str | None = None
+        target = stmt.target
+        if (
+            isinstance(it, ast.Call)
+            and isinstance(it.func, ast.Name)
+            and it.func.id == "enumerate"
+            and len(it.args) == 1
+            and isinstance(target, ast.Tuple)
+            and len(target.elts) == 2
+            and isinstance(target.elts[0], ast.Name)
+        ):
+            # for i, option in enumerate(options): i is only ever compared with the last index.
+            index, target, it = target.elts[0].id, target.elts[1], it.args[0]
         if isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and it.func.id == "zip":
             seqs = [self.expr(a, env, depth) for a in it.args]
-            if not isinstance(stmt.target, ast.Tuple) or len(stmt.target.elts) != len(seqs):
+            if not isinstance(target, ast.Tuple) or len(target.elts) != len(seqs):
                 raise Problem("loops over a zip it does not unpack")
-            names = [n.id for n in stmt.target.elts if isinstance(n, ast.Name)]
+            names = [n.id for n in target.elts if isinstance(n, ast.Name)]
             kinds = [s.kind if isinstance(s, Seq) else "?" for s in seqs]
         else:
             seq = self.expr(it, env, depth)
-            if isinstance(stmt.target, ast.Name):
-                names = [stmt.target.id]
+            seqs = [seq]
+            if isinstance(target, ast.Name):
+                names = [target.id]
                 kinds = [seq.kind if isinstance(seq, Seq) else "?"]
-        if len(names) != len(kinds) or any(k not in ("letters", "letters in lower case", "options") for k in kinds):
+        if len(names) != len(kinds) or any(k not in ("letters", "letters in lower case", "numbers", "options", "marks") for k in kinds):
             raise Problem(f"loops over {ast.unparse(it)[:50]}")
         inner = dict(env)
-        for name, kind in zip(names, kinds, strict=True):
-            inner[name] = Text("{{ c }}") if kind == "options" else Text(_LETTER if kind == "letters" else _LETTER.lower())
+        shown = {"options": "{{ c }}", "letters": _LETTER, "letters in lower case": _LETTER.lower(), "numbers": "{{ loop.index }}"}
+        for name, kind, seq in zip(names, kinds, seqs, strict=True):
+            inner[name] = Text(seq.jinja) if isinstance(seq, Seq) and kind == "marks" else Text(shown[kind])
         letters = next((n for n, k in zip(names, kinds, strict=True) if k.startswith("letters")), None)
-        pieces = self.loop_body(stmt.body, inner, depth, letters)
+        pieces = self.loop_body(stmt.body, inner, depth, letters, index)
         for name, piece in pieces.items():
             env[name] = self.concat(env.get(name), Text("{% for c in choices %}" + piece + "{% endfor %}"))
 
-    def loop_body(self, body: list[ast.stmt], env: dict[str, object], depth: int, letters: str | None) -> dict[str, str]:
-        """Jinja of what each ``+=`` in a loop body adds per option."""
+    def loop_body(
+        self, body: list[ast.stmt], env: dict[str, object], depth: int, letters: str | None, index: str | None = None
+    ) -> dict[str, str]:
+        """Jinja of what each ``+=`` in a loop body adds per option (``letters``: the loop's
+        letter variable; ``index``: its ``enumerate`` counter)."""
         pieces: dict[str, str] = {}
         for stmt in body:
             if isinstance(stmt, ast.AugAssign) and isinstance(stmt.op, ast.Add) and isinstance(stmt.target, ast.Name):
@@ -415,9 +516,9 @@ class Reader:
                 if not isinstance(value, Text):
                     raise Problem("adds a non-text value in a loop")
                 pieces[stmt.target.id] = pieces.get(stmt.target.id, "") + value.jinja
-            elif isinstance(stmt, ast.If) and letters is not None and _is_last(stmt.test, letters):
-                yes = self.loop_body(stmt.body, env, depth, letters)
-                no = self.loop_body(stmt.orelse, env, depth, letters)
+            elif isinstance(stmt, ast.If) and _is_last(stmt.test, letters, index):
+                yes = self.loop_body(stmt.body, env, depth, letters, index)
+                no = self.loop_body(stmt.orelse, env, depth, letters, index)
                 for name in dict.fromkeys([*yes, *no]):
                     branch = "{% if loop.last %}" + yes.get(name, "") + "{% else %}" + no.get(name, "") + "{% endif %}"
                     pieces[name] = pieces.get(name, "") + branch
@@ -437,10 +538,14 @@ class Reader:
         if isinstance(node, ast.Constant):
             if isinstance(node.value, str):
                 return Text(_lit(node.value), node.value)
+            if isinstance(node.value, int) and not isinstance(node.value, bool):
+                return Int(repr(node.value), node.value)
             return Opaque(repr(node.value))
         if isinstance(node, ast.Name):
             if node.id not in env and node.id in self.config.number_words:
                 return NumberWords(self.config.number_words[node.id])
+            if node.id not in env and node.id in self.config.module_lists:
+                return ModuleList(self.config.module_lists[node.id])
             if node.id not in env:
                 raise Problem(f"uses {node.id}, which is not defined in the method")
             return env[node.id]
@@ -464,13 +569,22 @@ class Reader:
             raise Problem("builds a list in code")
         if isinstance(node, ast.Tuple):
             return Tup(tuple(self.expr(e, env, depth) for e in node.elts))
+        if isinstance(node, ast.ListComp) and _is_option_numbers(node):
+            return Seq("numbers")
+        if isinstance(node, ast.ListComp):
+            return _marks(node)  # ["\n" + chr(x) + ". " for x in range(ord("A"), ...)]
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self":
+            if node.attr in self.attrs:
+                return self.attrs[node.attr]
             if node.attr in self.config.lists:
                 return Seq("words", tuple(self.config.lists[node.attr]))
             if node.attr in self.config.methods:
                 return MethodRef(node.attr)
-            if node.attr in ("description", "example_output_prefix", "example_input_prefix", "choice_prefix"):
-                raise Problem(f"reads self.{node.attr}, which comes from BIG-bench's task.json at run time")
+            if node.attr in TASK_JSON_FIELDS:
+                read = self.target.task_json.get(node.attr) if self.target.task_json is not None else None
+                if read is None:
+                    raise Problem(f"reads self.{node.attr} from BIG-bench's task.json, {self.target.task_json_problem}")
+                return Text(_lit(read), read)
             raise Problem(f"reads self.{node.attr}, set at run time")
         if isinstance(node, ast.Subscript):
             return self.subscript(node, env, depth)
@@ -490,18 +604,78 @@ class Reader:
                     raise Problem("an f-string with a conversion or spec")
             return Text("".join(parts))
         if isinstance(node, ast.IfExp):
-            # answer = "yes" if answer == "Yes" else "no": only the answer, never shown.
-            return Opaque("conditional")
+            # answer = "Yes" if item["answer"] == "different" else "No": the answer's word.
+            return self.answer_map(node, env, depth)
         raise Problem(f"computes {ast.unparse(node)[:50]}")
+
+    def answer_map(self, node: ast.IfExp, env: dict[str, object], depth: int) -> object:
+        """``then if <answer> == value else otherwise`` with literals: the answer mapped to a
+        word (the verbaliser the study scored); any other conditional is never shown."""
+        test = node.test
+        then, otherwise = _literal(node.body), _literal(node.orelse)
+        if (
+            isinstance(test, ast.Compare)
+            and len(test.ops) == 1
+            and isinstance(test.ops[0], ast.Eq)
+            and _literal(test.comparators[0]) is not None
+            and then is not None
+            and otherwise is not None
+        ):
+            subject = self.expr(test.left, env, depth)
+            if isinstance(subject, Answer):
+                step = (_literal(test.comparators[0]) or "", then, otherwise)
+                return Answer("the answer", (*subject.steps, step))
+        decided = self.static_test(test, env, depth)
+        if decided is not None:
+            # LETTER_ITEM_CANDIDATES[idx] if self.style == "letter" else TEXT_ITEM_CANDIDATES[idx]
+            return self.expr(node.body if decided else node.orelse, env, depth)
+        return Opaque("conditional")
+
+    def cut(self, text: Text, where: ast.Slice) -> Text:
+        """``text[2:]`` with literal bounds: a jinja block captures the text, then slices it."""
+        bounds = []
+        for bound in (where.lower, where.upper, where.step):
+            if bound is None:
+                bounds.append("")
+            elif isinstance(bound, ast.Constant) and isinstance(bound.value, int):
+                bounds.append(str(bound.value))
+            elif isinstance(bound, ast.UnaryOp) and isinstance(bound.op, ast.USub) and isinstance(bound.operand, ast.Constant):
+                if not isinstance(bound.operand.value, int):
+                    raise Problem(f"slices a text at {ast.unparse(where)[:30]}")
+                bounds.append(f"-{bound.operand.value}")
+            else:
+                raise Problem(f"slices a text at {ast.unparse(where)[:30]}")
+        if text.raw is not None:
+            pieces = [int(b) if b else None for b in bounds]
+            kept = text.raw[slice(*pieces)]
+            return Text(_lit(kept), kept)
+        self.cuts += 1
+        name = f"_cut{self.cuts}"
+        spec = ":".join(bounds[:2]) + (f":{bounds[2]}" if bounds[2] else "")
+        return Text("{% set " + name + " %}" + text.jinja + "{% endset %}{{ " + name + "[" + spec + "] }}")
 
     def subscript(self, node: ast.Subscript, env: dict[str, object], depth: int) -> object:
         source = ast.unparse(node.value)
-        if "chr(" in source:
+        bare = isinstance(node.value, ast.ListComp) and ast.unparse(node.value.elt).startswith("chr(")
+        if "chr(" in source and (bare or not isinstance(node.value, ast.ListComp)):
             # [chr(x) for x in range(ord("A"), ord("Z") + 1)][:len(options)]
             if "ord('A')" in source:
                 return Seq("letters")
             return Seq("letters in lower case" if "ord('a')" in source else f"letters from {source[:40]}")
         holder = self.expr(node.value, env, depth)
+        if isinstance(holder, ModuleList):
+            position = self.expr(node.slice, env, depth)
+            if not isinstance(position, Int) or not 0 <= position.value < len(holder.node.elts):
+                raise Problem(f"indexes a module-level list with {ast.unparse(node.slice)[:30]}")
+            element = holder.node.elts[position.value]
+            return _marks(element) if isinstance(element, ast.ListComp) else self.expr(element, {}, depth)
+        if isinstance(holder, Text) and isinstance(node.slice, ast.Slice):
+            return self.cut(holder, node.slice)
+        if isinstance(holder, Seq) and holder.kind == "marks" and isinstance(node.slice, ast.Slice):
+            # self.item[:len(options)]: one mark per option, as before.
+            if node.slice.lower is None and node.slice.step is None and node.slice.upper is not None:
+                if isinstance(self.expr(node.slice.upper, env, depth), Length):
+                    return holder
         key = _literal(node.slice)
         if isinstance(holder, Item) and key is not None:
             if key not in holder.values:
@@ -521,7 +695,7 @@ class Reader:
             return Opaque("an option picked in code")  # item_names[options.index(answer)]
         raise Problem(f"indexes {ast.unparse(node)[:50]}")
 
-    def call_expr(self, node: ast.Call, env: dict[str, object], depth: int) -> object:
+    def call_expr(self, node: ast.Call, env: dict[str, object], depth: int, *, statement: bool = False) -> object:
         callee = node.func
         if isinstance(callee, ast.Attribute) and callee.attr == "format":
             receiver = self.expr(callee.value, env, depth)
@@ -538,10 +712,27 @@ class Reader:
                 else:
                     kwargs[kw.arg] = value
             return _format(receiver.raw, args, kwargs)
+        if isinstance(callee, ast.Attribute) and callee.attr == "pop" and len(node.args) == 1 and not node.keywords:
+            # item.pop("question"): the value, gone from the (symbolic) document.
+            holder = self.expr(callee.value, env, depth)
+            key = _literal(node.args[0])
+            if isinstance(holder, Item) and key is not None and key in holder.values:
+                return holder.values.pop(key)
+            raise Problem(f"calls {ast.unparse(callee)[:50]}")
+        if isinstance(callee, ast.Attribute) and callee.attr == "replace" and len(node.args) == 2 and not node.keywords:
+            base = self.expr(callee.value, env, depth)
+            old, new = _literal(node.args[0]), _literal(node.args[1])
+            if isinstance(base, Text) and old is not None and new is not None:
+                if base.raw is not None:
+                    return Text(_lit(base.raw.replace(old, new)), base.raw.replace(old, new))
+                inner = _expression(base)
+                if inner is not None:
+                    return Text("{{ (" + inner + ").replace(" + json.dumps(old) + ", " + json.dumps(new) + ") }}")
+            raise Problem(f"replaces in {ast.unparse(callee.value)[:40]}")
         if isinstance(callee, ast.Attribute) and callee.attr == "split":
             base = self.expr(callee.value, env, depth)
-            if not isinstance(base, Text) or base.jinja != self.whole() or len(node.args) != 1:
-                raise Problem("splits a text other than the input")
+            if not isinstance(base, Text) or (base.jinja != self.whole() and _expression(base) is None) or len(node.args) != 1:
+                raise Problem("splits a text built in code")
             sep = _literal(node.args[0])
             maxsplit = None
             for kw in node.keywords:
@@ -551,10 +742,11 @@ class Reader:
                     raise Problem("splits with computed arguments")
             if sep is None:
                 raise Problem("splits at a computed separator")
-            if self.target.target in WHOLE_INPUT and (self.target.target, sep) not in WHOLE_SPLITS:
+            whole = base.jinja == self.whole()
+            if whole and self.target.target in WHOLE_INPUT and (self.target.target, sep) not in WHOLE_SPLITS:
                 raise Problem(f"splits the input at {sep!r}, where our fields do not")
-            known = WHOLE_SPLITS.get((self.target.target, sep), ())
-            inner = self.whole()[3:-3]
+            known = WHOLE_SPLITS.get((self.target.target, sep), ()) if whole else ()
+            inner = self.whole()[3:-3] if whole else f"({_expression(base)})"
             return Split(f"{inner}.split({json.dumps(sep)}" + (f", {maxsplit})" if maxsplit is not None else ")"), known)
         func: str | None = None
         if isinstance(callee, ast.Attribute) and isinstance(callee.value, ast.Name) and callee.value.id == "self":
@@ -562,6 +754,13 @@ class Reader:
         elif isinstance(callee, ast.Name) and isinstance(env.get(callee.id), MethodRef):
             ref = env[callee.id]
             func = ref.name if isinstance(ref, MethodRef) else None
+        if isinstance(callee, ast.Attribute) and callee.attr == "join" and len(node.args) == 1 and not node.keywords:
+            # ", ".join(options): the option texts with the separator between them.
+            sep = _literal(callee.value)
+            joined = self.expr(node.args[0], env, depth)
+            if sep is not None and isinstance(joined, Seq) and joined.kind == "options":
+                return Text("{{ choices|join(" + json.dumps(sep) + ") }}")
+            raise Problem(f"joins {ast.unparse(node)[:50]}")
         if isinstance(callee, ast.Name) and callee.id == "len" and len(node.args) == 1:
             if isinstance(self.expr(node.args[0], env, depth), Seq):
                 return Length()
@@ -583,38 +782,71 @@ class Reader:
                 kwargs.update(value.values)
             else:
                 kwargs[kw.arg] = value
-        return self.call(func, args, kwargs, depth + 1)
+        return self.call(func, args, kwargs, depth + 1, statement=statement)
 
     def whole(self) -> str:
         return _whole_input(self.target)
 
     def document(self) -> Item:
-        return Item({"question": Text(self.whole()), "options": Seq("options"), "answer": Opaque("answer")})
+        return Item({"question": Text(self.whole()), "options": Seq("options"), "answer": Answer("the answer")})
 
 
-def _rewrites_document(func: ast.FunctionDef) -> bool:
-    """Whether a method changes the document (``item[...] = ...``, ``item.pop(...)``) in place."""
-    for node in ast.walk(func):
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AugAssign) else []
-        for target in targets:
-            if isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name) and target.value.id == "item":
-                return True
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("pop", "update", "clear"):
-            if isinstance(node.func.value, ast.Name) and node.func.value.id == "item":
-                return True
-    return False
+def _expression(text: Text) -> str | None:
+    """The jinja expression of a text that is one ``{{ ... }}`` and nothing else, else None."""
+    inner = text.jinja[3:-3]
+    if text.jinja.startswith("{{ ") and text.jinja.endswith(" }}") and not any(t in inner for t in ("{{", "}}", "{%", "%}", "{#")):
+        return inner
+    return None
 
 
-def _is_last(test: ast.expr, letters: str) -> bool:
-    """``item == item_names[-1]`` (the loop's letter is the last one)."""
+def _marks(node: ast.ListComp) -> Seq:
+    """FLAN's option marks, one per option: ``["\\n - " for _ in range(26)]`` (the same each
+    time), ``["\\n(" + chr(x) + "). " for x in range(ord("a"), ...)]`` (a letter), or
+    ``str(x) for x in range(1, 27)`` (a number)."""
+    if len(node.generators) != 1 or node.generators[0].ifs or not isinstance(node.generators[0].target, ast.Name):
+        raise Problem(f"computes {ast.unparse(node)[:50]}")
+    var = node.generators[0].target.id
+    source = ast.unparse(node.generators[0].iter)
+    per_option = {
+        "range(ord('a'), ord('z') + 1)": _LETTER.lower(),
+        "range(ord('A'), ord('Z') + 1)": _LETTER,
+        "range(1, 27)": "{{ loop.index }}",
+    }
+
+    def part(elt: ast.expr) -> str:
+        if isinstance(elt, ast.Constant) and isinstance(elt.value, str):
+            return _lit(elt.value)
+        if isinstance(elt, ast.BinOp) and isinstance(elt.op, ast.Add):
+            return part(elt.left) + part(elt.right)
+        if ast.unparse(elt) in (f"chr({var})", f"str({var})") and source in per_option:
+            return per_option[source]
+        raise Problem(f"computes {ast.unparse(node)[:50]}")
+
+    return Seq("marks", jinja=part(node.elt))
+
+
+def _is_option_numbers(node: ast.ListComp) -> bool:
+    """``[str(i) for i in range(1, len(options) + 1)]``: "1", "2", ... per option."""
     return (
-        isinstance(test, ast.Compare)
-        and isinstance(test.left, ast.Name)
-        and test.left.id == letters
-        and len(test.comparators) == 1
-        and isinstance(test.comparators[0], ast.Subscript)
-        and ast.unparse(test.comparators[0].slice) == "-1"
+        len(node.generators) == 1
+        and not node.generators[0].ifs
+        and isinstance(node.elt, ast.Call)
+        and ast.unparse(node.elt) == f"str({ast.unparse(node.generators[0].target)})"
+        and ast.unparse(node.generators[0].iter) == "range(1, len(options) + 1)"
     )
+
+
+def _is_last(test: ast.expr, letters: str | None, index: str | None = None) -> bool:
+    """``item == item_names[-1]`` (the loop's letter is the last one) or
+    ``i == len(options) - 1`` (the loop's counter is the last index)."""
+    if not (isinstance(test, ast.Compare) and isinstance(test.left, ast.Name) and len(test.comparators) == 1):
+        return False
+    if not (len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
+        return False
+    other = test.comparators[0]
+    if letters is not None and test.left.id == letters:
+        return isinstance(other, ast.Subscript) and ast.unparse(other.slice) == "-1"
+    return index is not None and test.left.id == index and ast.unparse(other) == "len(options) - 1"
 
 
 def _format(template: str, args: list[object], kwargs: dict[str, object]) -> Text | Opaque:
@@ -636,7 +868,9 @@ def _format(template: str, args: list[object], kwargs: dict[str, object]) -> Tex
         else:
             value = kwargs.get(name)
         if value is None:
-            raise Problem(f"uses {{{name}}}, which the config fills in code")
+            raise Problem(f"formats {{{name}}} without passing it (InstructionEval's own code raises KeyError or IndexError)")
+        if isinstance(value, Answer) and template == "{" + name + "}":
+            return value  # "{answer}".format(answer=answer): the answer itself
         if isinstance(value, Opaque):
             return Opaque(f"text showing {value.what}")
         if isinstance(value, Length):
@@ -647,18 +881,37 @@ def _format(template: str, args: list[object], kwargs: dict[str, object]) -> Tex
     return Text("".join(out))
 
 
-def _answer_style(label_space: object) -> AnswerStyle:
+def _verbaliser(words: tuple[str, ...], output: object, labels: tuple[str, ...] | None, target: str) -> AnswerStyle | dict[str, str]:
+    """The study's fixed answer words as a verbaliser of the task's labels: each label's word is
+    what the code makes of that answer (``"Yes" if answer == "different" else "No"``)."""
+    if not isinstance(output, Answer):
+        raise Problem(f"scored on fixed words {list(words)}, with an answer the reader cannot follow")
+    if not labels:
+        how = "mapped from the answer in code" if output.steps else "whatever the document's options"
+        raise Problem(f"scored on fixed words {list(words)} {how}, but {target} has no fixed labels (its options vary by document)")
+    mapping = {label: output.word(label) for label in labels}
+    if sorted(mapping.values()) != sorted(words):
+        raise Problem(f"scored on fixed words {list(words)}, but code maps the labels {list(labels)} to {sorted(set(mapping.values()))}")
+    if all(word == label for label, word in mapping.items()):
+        return "text"
+    return mapping
+
+
+def _answer_style(label_space: object, output: object = None, target: Target | None = None) -> AnswerStyle | dict[str, str]:
+    if isinstance(label_space, Seq) and label_space.kind == "words" and label_space.words:
+        return _verbaliser(label_space.words, output, target.labels if target else None, target.target if target else "the task")
     if isinstance(label_space, Seq) and label_space.kind == "letters":
         return "letters"
     if isinstance(label_space, Seq) and label_space.kind == "options":
         return "text"
+    if isinstance(label_space, Seq) and label_space.kind == "letters in lower case":
+        return "lowercase"
     if isinstance(label_space, Seq) and label_space.kind.startswith("letters "):
-        raise Problem(f"scored on {label_space.kind} (a, b, ...); our answer styles write A, B, ...")
-    words = label_space.words if isinstance(label_space, Seq) else ()
-    raise Problem(f"scored on fixed words {list(words)} that code maps from the answer" if words else "label space built in code")
+        raise Problem(f"scored on {label_space.kind}")
+    raise Problem("label space built in code")
 
 
-def _read_handler(reader: Reader, handler: ast.expr) -> tuple[str, AnswerStyle]:
+def _read_handler(reader: Reader, handler: ast.expr) -> tuple[str, AnswerStyle | dict[str, str]]:
     """(jinja text, answer words) of an instruction id's handler."""
     doc = reader.document()
     env: dict[str, object] = {"item": doc}
@@ -673,7 +926,8 @@ def _read_handler(reader: Reader, handler: ast.expr) -> tuple[str, AnswerStyle]:
         raise Problem("returns no readable input_text")
     shown = result.values["input_text"]
     assert isinstance(shown, Text)  # checked above
-    return shown.jinja, _answer_style(result.values.get("label_space"))
+    style = _answer_style(result.values.get("label_space"), result.values.get("output_text"), reader.target)
+    return shown.jinja, style
 
 
 @dataclass(frozen=True)
@@ -683,6 +937,12 @@ class Target:
     target: str
     stem: str
     input_field: str
+    #: The task's fixed labels (None where options vary), for verbalisers.
+    labels: tuple[str, ...] | None = None
+    #: What InstructionEval's Preprocessor reads from BIG-bench's task.json (TASK_JSON_FIELDS),
+    #: or None with the reason in task_json_problem.
+    task_json: dict[str, str] | None = None
+    task_json_problem: str = "which is not read for this task"
 
 
 #: The whole document text InstructionEval formats (its ``item["question"]``), where our task
@@ -735,24 +995,101 @@ def _entry(config: Config, target: Target, ie_id: str, label: str) -> Instructio
     )
     return Instruction(
         id=f"ie.{target.stem}.{slug}",
-        # The comment renders to nothing; it names the study's id and keeps one template run
-        # on several tasks distinct per task.
-        text="{# InstructionEval " + ie_id + " for " + target.name + " #}" + text,
+        text=text,
         answer_choices=answer,
         target_delimiter=delimiter,
         provenance=provenance,
     )
 
 
-def study_targets(configs: Path) -> dict[str, tuple[Target, Path | str]]:
-    """Each study task's target and its config file (or why it has none)."""
+def study_targets(configs: Path, labels: Mapping[str, tuple[str, ...]] | None = None) -> dict[str, tuple[Target, Path | str]]:
+    """Each study task's target and its config file (or why it has none).
+
+    Args:
+        configs: the checkout's ``configs/`` folder.
+        labels: fixed labels of our tasks, by task id (for verbalisers).
+    """
     out: dict[str, tuple[Target, Path | str]] = {}
     for name, (file_stem, kind, target, stem) in STUDY_TASKS.items():
         folder = configs / "MMLU" if target == "mmlu" else configs / "BBH"
         found = sorted(folder.rglob(f"{file_stem}.py"))
         where: Path | str = found[0] if found else f"no configs/{folder.name}/**/{file_stem}.py"
-        out[name] = (Target(name, kind, target, stem, "question" if target == "mmlu" else "input"), where)
+        fixed = (labels or {}).get(target)
+        out[name] = (Target(name, kind, target, stem, "question" if target == "mmlu" else "input", fixed), where)
     return out
+
+
+#: What InstructionEval's Preprocessor reads from a BIG-bench task.json, and how: the field,
+#: then (task.json key, fallback key, default where both are missing).
+TASK_JSON_FIELDS: dict[str, tuple[str, str | None, str | None]] = {
+    "description": ("task_prefix", "description", None),
+    "example_input_prefix": ("example_input_prefix", None, "\n"),
+    "example_output_prefix": ("example_output_prefix", None, ""),
+    "choice_prefix": ("choice_prefix", None, ""),
+}
+
+
+def _preprocessor_fields(spec: dict[str, object]) -> dict[str, str]:
+    """The TASK_JSON_FIELDS values InstructionEval derives from one task.json."""
+    out: dict[str, str] = {}
+    for name, (key, fallback, default) in TASK_JSON_FIELDS.items():
+        value = spec[key] if key in spec else spec.get(fallback) if fallback else default
+        if isinstance(value, str):
+            out[name] = value
+    return out
+
+
+def _read_task_json() -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+    """Per BIG-bench task (``strategyqa``): the task.json fields InstructionEval's default
+    prompts read, from the cached bigbench sdist; and, per task (``""``: all), why not."""
+    from harness.data.cache import DataMissing, atomic_write_json
+    from harness.data.sources import BIGBENCH, verify_source
+
+    # Reading the 358 MB archive takes seconds: the few fields are kept beside it, named by
+    # the archive's pinned checksum.
+    kept = BIGBENCH.path.with_name(f"{BIGBENCH.filename}.{BIGBENCH.sha256[:12]}.instructioneval.json")
+    try:
+        saved = json.loads(kept.read_text(encoding="utf-8"))
+        return dict(saved["fields"]), dict(saved["problems"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        archive = verify_source(BIGBENCH)
+    except DataMissing as exc:
+        return {}, {"": f"which needs the BIG-bench sdist ({exc})"}
+    fields, problems = _task_json_from(archive)
+    try:
+        atomic_write_json(kept, {"fields": fields, "problems": problems})
+    except OSError:
+        pass  # a read-only cache only costs the next import the same seconds
+    return fields, problems
+
+
+@lru_cache(maxsize=2)
+def _task_json_from(archive: Path) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+    from harness.data.bigbench import iter_task_json
+
+    wanted = {target.removeprefix("bbl.") for _, kind, target, _ in STUDY_TASKS.values() if kind == "task"}
+    found: dict[str, list[dict[str, str]]] = {}
+    for task, _, spec in iter_task_json(archive, wanted):
+        found.setdefault(task, []).append(_preprocessor_fields(spec))
+    fields: dict[str, dict[str, str]] = {}
+    problems: dict[str, str] = {}
+    for task, specs in found.items():
+        # InstructionEval reads the task.json of the folder it is given; where subtasks have
+        # their own, they must agree for the choice of folder not to matter.
+        if all(spec == specs[0] for spec in specs):
+            fields[task] = specs[0]
+        else:
+            problems[task] = "which differs between the task's subtasks"
+    return fields, problems
+
+
+def _task_labels() -> dict[str, tuple[str, ...]]:
+    """Fixed labels of the registry's tasks (none for a registry without tasks/)."""
+    from harness.registry import default_root, load_tasks
+
+    return {task.id: tuple(task.labels) for task in load_tasks(default_root(), []).values() if task.labels}
 
 
 def import_instructioneval(root: Path) -> ImportResult:
@@ -775,7 +1112,13 @@ def import_instructioneval(root: Path) -> ImportResult:
         listed = json.loads(listing.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{listing}: not JSON ({exc})") from exc
-    for name, (target, where) in study_targets(configs).items():
+    task_json, task_json_problem = _read_task_json()
+    for name, (target, where) in study_targets(configs, _task_labels()).items():
+        if target.kind == "task":
+            stem = target.target.removeprefix("bbl.")
+            target = replace(
+                target, task_json=task_json.get(stem), task_json_problem=task_json_problem.get(stem, task_json_problem.get("", ""))
+            )
         ids = listed.get(name)
         if not isinstance(ids, list):
             continue  # not in this checkout's listing: nothing to import or skip
@@ -799,7 +1142,10 @@ def import_instructioneval(root: Path) -> ImportResult:
                 result.skip(f"{name}:{ie_id}", f"malformed template: {exc}")
                 continue
             rel = f"{label}:configs/{where.relative_to(configs).as_posix()}"
-            result.add(RegisteredInstruction(instruction, rel, target.kind, target.target))
+            # Identity is the listing and the study's id (for this task): the registry's
+            # duplicate rules leave the study's own distinct instructions alone.
+            upstream = (f"{label}:instructions.json", f"{name}:{ie_id}")
+            result.add(RegisteredInstruction(instruction, rel, target.kind, target.target, upstream=upstream))
     return result
 
 
@@ -818,4 +1164,3 @@ def skip_target(item: str) -> str | None:
     if len(parts) >= 3 and parts[0] == "ie":
         return by_stem.get(parts[1])
     return None
-

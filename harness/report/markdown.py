@@ -27,9 +27,13 @@ def header_lines(source: ResultSource) -> list[str]:
         f"- phrasing placement: {m.placement}; chat template applied: {m.chat_template_applied}",
         f"- seed {m.seed}, documents per task: {m.limit or 'all'}; "
         f"harness {m.harness_version}, commit {(m.git_commit or '?')[:10]}{' (dirty)' if m.git_dirty else ''}",
-        f"- seen collections for this model: {_md(', '.join(m.seen_collections) or 'none')}"
-        + (f" (tasks held out of its tuning, counted unseen: {_md(', '.join(m.held_out_tasks))})" if m.held_out_tasks else ""),
-        *_seen_from_lines(model.get("seen_from")),
+        *(
+            _seen_from_lines(model.get("seen_from"))
+            or [
+                f"- seen collections for this model: {_md(', '.join(m.seen_collections) or 'none')}"
+                + (f" (tasks held out of its tuning, counted unseen: {_md(', '.join(m.held_out_tasks))})" if m.held_out_tasks else "")
+            ]
+        ),
         *[f"- {_md(d)}" for d in source.details],
     ]
 
@@ -39,7 +43,7 @@ def _seen_from_lines(seen_from: object) -> list[str]:
     if not isinstance(seen_from, dict):
         return []
     return [
-        f"- seen flags from {_md(seen_from.get('source'))} {_md(seen_from.get('path'))} "
+        f"- seen flags from {_md(seen_from.get('source'))} {_md(seen_from.get('path'))}, not from collections "
         f"(method {_md(seen_from.get('method'))}, seed {_md(seen_from.get('seed'))}, sha256 {_md(str(seen_from.get('sha256'))[:12])}): "
         f"{_md(seen_from.get('rule'))}"
     ]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.report.chance import chance_from_rows
-from harness.results import RunManifest, iter_samples, read_manifest
+from harness.results import RunManifest, SampleRow, iter_samples, read_manifest
 from harness.stats.data import PhrasingResults, TaskInfo, default_task_info, phrasings_from_rows
 
 #: Longest setting value used in a model label.
@@ -69,6 +69,7 @@ def load_run(run_dir: Path) -> ResultSource:
         if unrecorded
         else []
     )
+    details += scoring_notes(rows)
     return ResultSource(
         model=str(manifest.model.get("name") or manifest.model.get("backend") or "?"),
         origin=manifest.run_id,
@@ -80,6 +81,29 @@ def load_run(run_dir: Path) -> ResultSource:
         task_info=recorded,
         chance=chance_from_rows(rows),
     )
+
+
+def scoring_notes(rows: list[SampleRow]) -> list[str]:
+    """Say how answers were scored wherever some were generated (chat endpoints) rather than
+    ranked by loglikelihood, and which tasks mix the two, so no statistic mixes them unsaid."""
+    by_task: dict[str, dict[str, int]] = {}
+    for row in rows:
+        if not row.options:
+            continue  # a generation task's answers are always generated; nothing to say
+        counts = by_task.setdefault(row.task, {})
+        counts[str(row.scoring)] = counts.get(str(row.scoring), 0) + 1
+    notes = []
+    for task, counts in sorted(by_task.items()):
+        generated = counts.get("generated", 0)
+        if not generated:
+            continue
+        unparsed = sum(1 for r in rows if r.task == task and r.options and r.scoring == "generated" and r.prediction is None)
+        mixed = " mixed with loglikelihood-ranked rows in the same statistics" if counts.get("loglikelihood") else ""
+        notes.append(
+            f"{task}: {generated} answer(s) scored by generation and answer parsing (chat endpoint, no prompt "
+            f"logprobs){mixed}; {unparsed} named no option and count as wrong"
+        )
+    return notes
 
 
 @functools.lru_cache(maxsize=1)

@@ -241,7 +241,8 @@ def compare_models(models: Sequence[ModelResults], *, n_boot: int = DEFAULT_BOOT
         raise ValueError(f"model labels must be unique, got {labels}")
     tables: list[dict[str, dict[str, PhrasingResults]]] = []
     for m in models:
-        by_task = group_by_task(m.phrasings)
+        # Control phrasings (harness/controls.py) are no phrasing of the task: never compared.
+        by_task = group_by_task(p for p in m.phrasings if p.status != "control")
         tables.append({t: {p.instruction_id: p for p in ps if not math.isnan(p.score)} for t, ps in by_task.items()})
     tasks = sorted({t for table in tables for t in table})
     per_model: list[ModelTaskStats] = []

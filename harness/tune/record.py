@@ -67,6 +67,7 @@ class Hyperparameters(_Record):
     paraphrases_per_batch: int
     docs_per_step: int
     train_fraction: float
+    max_phrasings: int | None = None
     train_docs: int
     max_length: int
     lora_r: int
@@ -104,6 +105,10 @@ class TuneRecord(_Record):
     def seen_ids(self) -> dict[str, set[str]]:
         """Per task, the phrasing ids the tuned model saw (its train phrasings)."""
         return {task: set(split.train) for task, split in self.tasks.items()}
+
+    def phrasing_ids(self) -> list[str]:
+        """Every phrasing of the split (train and held-out), each once, in task order."""
+        return list(dict.fromkeys(i for split in self.tasks.values() for i in split.train + split.held_out))
 
 
 def tune_file(path: Path) -> Path:

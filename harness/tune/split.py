@@ -55,13 +55,20 @@ def split_phrasings(
     seed: int,
     train_fraction: float = 0.5,
     train_patterns: Sequence[str] | None = None,
+    max_phrasings: int | None = None,
 ) -> PhrasingSplit:
     """Split a task's phrasings into train (original first) and held-out.
+
+    ``max_phrasings`` first keeps the original and a seeded sample of the others (the same for
+    every task sharing the pool); the rest take no part in the tuning or its evaluation.
 
     Raises:
         TuneError: fewer than three phrasings, or globs that leave no train or no held-out one.
     """
     ids = [e.id for e in entries if e.instruction.provenance.status != "control"]
+    if max_phrasings is not None and len(ids) > max_phrasings >= 1:
+        kept = set(random.Random(f"keep:{seed}:{_pool_key(ids)}").sample(ids[1:], max_phrasings - 1))
+        ids = [ids[0]] + [i for i in ids[1:] if i in kept]
     if train_patterns:
         train = [i for i in ids if any(fnmatch.fnmatchcase(i, p) for p in train_patterns)]
         held = [i for i in ids if i not in train]
@@ -126,12 +133,15 @@ def build_task_split(
     train_patterns: Sequence[str] | None,
     eval_limit: int | None,
     train_docs: int,
+    max_phrasings: int | None = None,
 ) -> tuple[TaskSplit, list[dict[str, Any]]]:
     """The recorded split of one task, and its training documents."""
     if task.output_type != "multiple_choice":
         raise TuneError(f"{task.id} is a generation task; `irh tune` trains multiple-choice tasks only")
     entries = registry.instructions_for(task.id)
-    phrasings = split_phrasings(entries, task.id, seed=seed, train_fraction=train_fraction, train_patterns=train_patterns)
+    phrasings = split_phrasings(
+        entries, task.id, seed=seed, train_fraction=train_fraction, train_patterns=train_patterns, max_phrasings=max_phrasings
+    )
     documents = split_documents(task, seed=seed, eval_limit=eval_limit, train_docs=train_docs)
     by_id = {e.id: e for e in entries}
     record = TaskSplit(

@@ -38,7 +38,7 @@ CHECKPOINT_DIR = "checkpoint"
 STATE_FILE = "trainer_state.pt"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 #: Learning rates per method family (ours; the paper does not give them for this model size).
-DEFAULT_LR = {"lora": 3e-4, "prompt": 3e-2}
+DEFAULT_LR = {"lora": 1e-3, "prompt": 3e-2}
 DEFAULT_PROMPT_INIT = "Read the task below carefully and give the correct answer."
 
 Progress = Callable[[int, int, dict[str, float]], None]
@@ -59,6 +59,8 @@ class TuneConfig:
     docs_per_step: int = 1
     train_fraction: float = 0.5
     train_patterns: tuple[str, ...] = ()
+    #: At most this many phrasings per task take part (the original and a seeded sample).
+    max_phrasings: int | None = None
     train_docs: int = 64
     eval_limit: int | None = 30
     max_length: int = 384
@@ -191,6 +193,7 @@ def prepare_tuning(registry: Registry, config: TuneConfig) -> Prepared:
             train_patterns=config.train_patterns or None,
             eval_limit=config.eval_limit,
             train_docs=config.train_docs,
+            max_phrasings=config.max_phrasings,
         )
         if config.uses_kl and len(split.train) < 2:
             raise TuneError(f"{task.id}: {config.method} needs a paraphrase beside the original among the train phrasings")
@@ -202,6 +205,7 @@ def prepare_tuning(registry: Registry, config: TuneConfig) -> Prepared:
         paraphrases_per_batch=config.paraphrases_per_batch,
         docs_per_step=config.docs_per_step,
         train_fraction=config.train_fraction,
+        max_phrasings=config.max_phrasings,
         train_docs=config.train_docs,
         max_length=config.max_length,
         lora_r=config.lora_r,
@@ -275,7 +279,7 @@ def _load_model(prepared: Prepared) -> tuple[Any, Any]:
         model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     except (OSError, ValueError) as exc:
         raise TuneError(f"cannot load {base} with transformers: {str(exc).splitlines()[0]}") from None
-    return model.to(prepared.hyper.device), tokenizer
+    return model.to(prepared.hyper.device), tokenizer  # type: ignore[arg-type]
 
 
 def _wrap(model: Any, prepared: Prepared) -> Any:
@@ -405,7 +409,9 @@ def _train(registry: Registry, prepared: Prepared, record: TuneRecord, progress:
     record = record.model_copy(update={"status": "running"})
     try:
         for step in range(start, hyper.steps):
-            examples, golds, groups = [], [], []
+            examples: list[Any] = []
+            golds: list[int] = []
+            groups: list[list[int]] = []
             for t, d, phrasings in plans[step].groups:
                 data = prepared.tasks[t]
                 doc = data.docs[d]
