@@ -251,3 +251,58 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 if __name__ == "__main__":
     worker(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]))
+
+
+def run_processes_bench(
+    tasks: list[str], phrasings: int, limit: int, seed: int, processes: int, model: str = "default", dtype: str | None = None
+) -> dict[str, Any]:
+    """Time one `irh run` plan with 1 process and with ``processes`` processes, and compare rows.
+
+    Each run is a separate `irh run --processes P` subprocess on the same plan (tasks, a seeded
+    subset of phrasings, a seeded subsample of documents), so the times are what a user sees,
+    model loading and the merge of the ranks' shards included.
+    """
+    import os
+    import shutil
+
+    from harness.results import iter_samples
+
+    results: dict[str, Any] = {"tasks": tasks, "phrasings": phrasings, "limit": limit, "runs": {}}
+    rows: dict[int, list[Any]] = {}
+    work = Path(tempfile.mkdtemp(prefix="irh-bench-processes-"))
+    try:
+        for count in (1, processes):
+            cmd = [sys.executable, "-m", "harness.cli", "run", "--model", model, "--tasks", ",".join(tasks)]
+            cmd += ["--max-instructions", str(phrasings), "--limit", str(limit), "--seed", str(seed), "--processes", str(count)]
+            cmd += ["--no-report", "--reports-dir", str(work / f"p{count}")]
+            if dtype:
+                cmd += ["--dtype", dtype]
+            start = time.perf_counter()
+            subprocess.run(cmd, check=True, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            seconds = time.perf_counter() - start
+            (run_dir,) = list((work / f"p{count}").iterdir())
+            rows[count] = list(iter_samples(run_dir))
+            results["runs"][str(count)] = {"processes": count, "seconds": round(seconds, 2), "rows": len(rows[count])}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    one, many = rows[1], rows[processes]
+    results["same_rows_in_order"] = [r.key for r in one] == [r.key for r in many]
+    pairs = zip(one, many, strict=False)
+    deltas = [abs(a - b) for r, s in pairs for a, b in zip(r.loglikelihoods or [], s.loglikelihoods or [], strict=False)]
+    results["max_abs_loglik_diff"] = max(deltas, default=0.0)
+    results["predictions_differ"] = sum(r.prediction != s.prediction for r, s in zip(one, many, strict=False))
+    results["speedup"] = round(results["runs"]["1"]["seconds"] / results["runs"][str(processes)]["seconds"], 3)
+    return results
+
+
+def format_processes(result: dict[str, Any]) -> str:
+    """The processes comparison as a Markdown table."""
+    lines = ["| processes | rows | wall s | speedup |", "|---:|---:|---:|---:|"]
+    base = result["runs"]["1"]["seconds"]
+    for run in result["runs"].values():
+        lines.append(f"| {run['processes']} | {run['rows']} | {run['seconds']:.1f} | {base / run['seconds']:.2f}x |")
+    lines.append(
+        f"same rows in the same order: {result['same_rows_in_order']}; max |Δ loglik| {result['max_abs_loglik_diff']:.2g}; "
+        f"predictions that differ: {result['predictions_differ']}"
+    )
+    return "\n".join(lines)

@@ -783,6 +783,12 @@ def import_readme(check: bool, readme_path: Path | None) -> None:
 @click.option("--seed", default=1234, show_default=True)
 @click.option("--work-only", is_flag=True, help="Count the work per task (hf's, and the least possible) without running the model.")
 @click.option("--json-out", type=click.Path(path_type=Path), default=None, help="Also write the measurements as JSON.")
+@click.option(
+    "--processes",
+    type=click.IntRange(min=2),
+    default=None,
+    help="Instead: time the workload as `irh run` with 1 process and with this many (--processes), and compare the rows.",
+)
 def bench(
     task_sel: tuple[str, ...],
     phrasings: int,
@@ -792,6 +798,7 @@ def bench(
     seed: int,
     work_only: bool,
     json_out: Path | None,
+    processes: int | None,
 ) -> None:
     """Score one workload with lm-eval's hf backend and with irh-fast; compare time, memory, work and numbers."""
     from harness.backends.models import default_dtype, default_model_dir
@@ -827,6 +834,15 @@ def bench(
         raise UserError(str(exc)) from None
     if not tasks:
         raise UserError(f"no multiple-choice task with data in {', '.join(selectors)}")
+    if processes is not None:
+        from harness.bench import format_processes, run_processes_bench
+
+        result = run_processes_bench(tasks, phrasings, limit, seed, processes, dtype=dtype)
+        click.echo(f"`irh run` of {len(tasks)} task(s) x {phrasings} phrasings x {limit} documents, each in its own process")
+        click.echo(format_processes(result))
+        if json_out:
+            json_out.write_text(json.dumps(result, indent=2))
+        return
     model_dir = default_model_dir(lambda m: click.echo(m, err=True))
     model_args = f"pretrained={model_dir},dtype={dtype or default_dtype()},device=cpu"
     if work_only:

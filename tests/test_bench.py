@@ -81,3 +81,19 @@ def test_work_only_cli_takes_families_and_refuses_generation_tasks(
     assert "| all |" in result.output
     refused = CliRunner().invoke(main, ["bench", "--tasks", "bbl.auto_debugging", "--work-only"])
     assert refused.exit_code != 0 and "generation task" in refused.output
+
+
+def test_processes_bench_times_one_and_n_processes_and_compares_rows(cache: Path, tmp_path: Path) -> None:
+    from harness.bench import format_processes, run_processes_bench
+
+    result = run_processes_bench(["bbl.strategyqa"], phrasings=2, limit=4, seed=1234, processes=2, model="irh-fake")
+    assert set(result["runs"]) == {"1", "2"}
+    assert result["runs"]["1"]["rows"] == result["runs"]["2"]["rows"] == 2 * 4
+    assert result["same_rows_in_order"] and result["max_abs_loglik_diff"] == 0.0 and result["predictions_differ"] == 0
+    assert all(run["seconds"] > 0 for run in result["runs"].values())
+    assert "| 2 | 8 |" in format_processes(result)
+
+
+def test_processes_bench_cli_refuses_one_process() -> None:
+    refused = CliRunner().invoke(main, ["bench", "--processes", "1"])
+    assert refused.exit_code != 0 and "--processes" in refused.output
