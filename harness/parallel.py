@@ -46,7 +46,7 @@ from harness.results import (
     utc_now,
     write_manifest,
 )
-from harness.runner import _raise_interrupt
+from harness.runner import _raise_interrupt, writing_run
 
 #: Where the ranks of a data-parallel run write; empty (absent) outside one.
 SHARDS = "shards"
@@ -184,21 +184,8 @@ def execute_parallel(
         RankFailed: a rank ended with an error or was killed (status ``failed``).
         KeyboardInterrupt: Ctrl-C, SIGTERM, or a rank stopped by one (status ``interrupted``).
     """
-    import threading
-
-    previous_handler = None
-    if threading.current_thread() is threading.main_thread():
-        previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
-    own_lock = lock is None
-    try:
-        if lock is None:
-            lock = RunLock(run_dir)
-        return _execute_parallel(run_dir, manifest, items, processes, progress, lock, model_info or {})
-    finally:
-        if own_lock and lock is not None:
-            lock.release()
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
+    with writing_run(run_dir, lock) as held:
+        return _execute_parallel(run_dir, manifest, items, processes, progress, held, model_info or {})
 
 
 def _apply_model_file(run_dir: Path, manifest: RunManifest, model_info: dict[str, Any]) -> RunManifest:

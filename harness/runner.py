@@ -6,9 +6,10 @@ kill or Ctrl-C and scores only the rows that are missing. Both end in ``execute`
 
 from __future__ import annotations
 
+import contextlib
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -236,6 +237,32 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+@contextlib.contextmanager
+def writing_run(run_dir: Path, lock: RunLock | None) -> Iterator[RunLock]:
+    """Hold the run folder (the given lock, or a new one) with SIGTERM treated as Ctrl-C.
+
+    The lock is released only after the body has written the final status, so the next
+    holder sees it; a lock passed in stays the caller's to release.
+    """
+    import signal
+    import threading
+
+    previous_handler = None
+    if threading.current_thread() is threading.main_thread():
+        previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
+    own_lock = lock is None
+    try:
+        held = lock if lock is not None else RunLock(run_dir)
+        try:
+            yield held
+        finally:
+            if own_lock:
+                held.release()
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
+
+
 def execute(
     run_dir: Path,
     manifest: RunManifest,
@@ -252,23 +279,8 @@ def execute(
     ``running`` behind, with every flushed row intact and a heartbeat that `irh report` and
     ``check_liveness`` recognise as abandoned, and ``--resume`` completes it.
     """
-    import signal
-    import threading
-
-    previous_handler = None
-    if threading.current_thread() is threading.main_thread():
-        previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
-    own_lock = lock is None
-    try:
-        if lock is None:
-            lock = RunLock(run_dir)
-        return _execute(run_dir, manifest, items, model, progress, lock)
-    finally:
-        # Released only after the final status is written: the next holder sees it.
-        if own_lock and lock is not None:
-            lock.release()
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
+    with writing_run(run_dir, lock) as held:
+        return _execute(run_dir, manifest, items, model, progress, held)
 
 
 class Chunk(NamedTuple):
