@@ -191,6 +191,7 @@ def run(
     observed: str | Sequence[str] | None = None,
     budget_fraction: float | None = None,
     budget_cells: int | None = None,
+    budget_rounds: int = 0,
     processes: int = 1,
     prepare_only: bool = False,
     write_report: bool = True,
@@ -218,6 +219,8 @@ def run(
         observed: also load observed phrasings (``flan,promptsource,...``).
         budget_fraction: score only this fraction of each task's cells and estimate the rest.
         budget_cells: like ``budget_fraction``, as a number of cells.
+        budget_rounds: spend the budget in a balanced start and this many adaptive rounds, each
+            chosen where the estimate is least certain after the cells before it are scored.
         processes: data-parallel ranks (:mod:`harness.parallel`); 1 scores in this process.
         prepare_only: make the run folder and score nothing (status ``interrupted``): complete it
             with :func:`resume`, or across machines with ``torchrun ... -m harness.parallel DIR``.
@@ -234,11 +237,15 @@ def run(
     """
     if budget_fraction is not None and budget_cells is not None:
         raise InvalidRequest("give the budget as budget_fraction or budget_cells, not both")
+    if budget_rounds and budget_fraction is None and budget_cells is None:
+        raise InvalidRequest("adaptive rounds need a budget: give budget_fraction (--budget) or budget_cells (--budget-cells)")
+    if budget_rounds < 0:
+        raise InvalidRequest(f"budget_rounds must be 0 or more, not {budget_rounds}")
     if processes < 1:
         raise InvalidRequest(f"processes must be at least 1, not {processes}")
     from harness.backends.models import load_model, parse_model_spec
     from harness.plan import build_plan, describe_seen, held_out_tasks_for, seen_collections_for, select_tasks
-    from harness.runner import execute, start_run
+    from harness.runner import execute_budget, start_run
 
     registry = load_run_registry(observed, say=say)
     try:
@@ -309,6 +316,7 @@ def run(
                 observed_sources=_names(observed),
                 budget_fraction=budget_fraction,
                 budget_cells=budget_cells,
+                budget_rounds=budget_rounds,
             )
         except KeyError as exc:
             raise InvalidRequest(str(exc.args[0])) from None
@@ -329,14 +337,10 @@ def run(
             continue
         bar = _progress(progress, "scoring")
         try:
-            if processes == 1:
-                manifest = execute(run_dir, manifest, items, model=model, progress=bar)
-            else:
-                from harness.parallel import execute_parallel
-
-                if say:
-                    say(f"scoring with {processes} processes (ranks write to {run_dir / 'shards'})")
-                manifest = execute_parallel(run_dir, manifest, items, processes=processes, progress=bar, model_info=extra_info)
+            if processes > 1 and say:
+                say(f"scoring with {processes} processes (ranks write to {run_dir / 'shards'})")
+            # Adaptive rounds (budget_rounds) are chosen and scored inside, after the balanced start.
+            manifest = execute_budget(run_dir, manifest, items, model=model, progress=bar, processes=processes, model_info=extra_info)
         except (KeyboardInterrupt, Exception) as exc:
             raise _stopped(exc, run_dir) from exc
         finally:
@@ -351,6 +355,7 @@ def resume(
     observed: str | Sequence[str] | None = None,
     budget_fraction: float | None = None,
     budget_cells: int | None = None,
+    budget_rounds: int = 0,
     processes: int = 1,
     write_report: bool = True,
     say: Say | None = _stderr,
@@ -363,6 +368,7 @@ def resume(
         observed: observed sources, for runs made before they were recorded in run.json.
         budget_fraction: extend a budgeted run to this bigger fraction of cells.
         budget_cells: extend a budgeted run to this many cells.
+        budget_rounds: spend the extension in this many adaptive rounds instead of the balanced design.
         processes: data-parallel ranks, whatever number the run was started with.
         write_report: write the report files when the run completes.
         say: receives one-line notes (None: silent).
@@ -377,6 +383,8 @@ def resume(
 
     if budget_fraction is not None and budget_cells is not None:
         raise InvalidRequest("give the budget as budget_fraction or budget_cells, not both")
+    if budget_rounds and budget_fraction is None and budget_cells is None:
+        raise InvalidRequest("adaptive rounds on resume spend a bigger budget: give it too (--budget or --budget-cells)")
     run_dir = Path(run_dir)
     previous = read_manifest(run_dir)
     registry = registry_for_run(previous, observed, say=say)
@@ -394,7 +402,13 @@ def resume(
 
     try:
         manifest = resume_run(
-            registry, run_dir, progress=bar, budget_fraction=budget_fraction, budget_cells=budget_cells, processes=processes
+            registry,
+            run_dir,
+            progress=bar,
+            budget_fraction=budget_fraction,
+            budget_cells=budget_cells,
+            processes=processes,
+            budget_rounds=budget_rounds,
         )
     except (RunError, DataMissing, ModelError):
         raise

@@ -14,13 +14,16 @@ Design (documented in README, "Budgeted evaluation"):
 2. **Extension.** The order depends only on the phrasings, documents and seed, so a bigger
    budget with the same seed takes a longer prefix of the same order: every cell scored
    before is reused. Cells scored under another design (``already``) are counted too.
-3. **Adaptive rounds (optional).** :func:`adaptive_round` spends more cells where a phrasing's
-   estimate is least certain: it fits the estimator of :mod:`harness.stats.budget` to the
-   cells scored so far and draws unscored cells with probability proportional to their
-   predicted Bernoulli variance ``p (1 - p)``, the share of a phrasing's estimate's variance
-   that scoring the cell removes. The draw depends only on scores already seen, so the
-   model-based estimate stays unbiased (missing at random); the plain per-phrasing mean of
-   the sampled cells does not, after an adaptive round.
+3. **Adaptive rounds (optional, ``--rounds R``).** The balanced start then takes
+   ``max(one cell per phrasing and document, budget / (R + 1))`` cells, and each of ``R``
+   rounds spends an equal share of the rest, chosen after the cells before it are scored:
+   :func:`adaptive_round` fits the phrasing + document model of :mod:`harness.stats.budget`
+   to the scored cells and draws unscored cells with probability proportional to their
+   predicted Bernoulli variance ``p (1 - p)`` (the posterior mean ``p``, so documents whose
+   effect is still uncertain count as uncertain), the share of a phrasing's score's
+   variance that scoring the cell removes. The draw depends only on scores already seen,
+   so the model-based estimate stays valid (missing at random); the plain per-phrasing mean
+   of the sampled cells does not, after an adaptive round.
 """
 
 from __future__ import annotations
@@ -163,6 +166,8 @@ def adaptive_round(
     seed: int,
     round_index: int = 1,
     available: Collection[tuple[str, str]] | None = None,
+    scale: float | None = None,
+    exclude: Collection[tuple[str, str]] = (),
 ) -> list[Cell]:
     """One adaptive round: ``round_cells`` unscored cells where the estimate is least certain.
 
@@ -174,11 +179,13 @@ def adaptive_round(
     Args:
         phrasings: the task's phrasing ids.
         documents: the task's document ids.
-        scored: every scored cell's score in [0, 1] (the balanced start and earlier rounds).
+        scored: every scored cell's score (the balanced start and earlier rounds).
         round_cells: cells to add in this round.
         seed: the run's budget seed; ``round_index`` keys this round's draw.
         round_index: 1 for the first adaptive round, 2 for the next, ...
         available: when given, only these cells may be chosen.
+        scale: the metric's maximum; None: 100 when a score exceeds 1, else 1.
+        exclude: cells never to choose (chosen before but not scored, e.g. no valid score).
 
     Returns:
         The new cells, most uncertain draws first (fewer when the grid runs out).
@@ -187,7 +194,9 @@ def adaptive_round(
 
     if round_cells <= 0:
         return []
-    matrix = PartialMatrix.from_cells(phrasings, documents, scored)
+    if scale is None:
+        scale = 100.0 if max(scored.values(), default=0.0) > 1.0 else 1.0
+    matrix = PartialMatrix.from_cells(phrasings, documents, scored, scale=scale)
     fit = fit_cell_model(matrix, seed=seed)
     prob = fit.probabilities
     open_cells = ~matrix.observed
@@ -199,6 +208,12 @@ def adaptive_round(
             if p in p_index and d in d_index:
                 mask[p_index[p], d_index[d]] = True
         open_cells &= mask
+    if exclude:
+        p_index = {p: i for i, p in enumerate(phrasings)}
+        d_index = {d: j for j, d in enumerate(documents)}
+        for p, d in exclude:
+            if p in p_index and d in d_index:
+                open_cells[p_index[p], d_index[d]] = False
     rows, cols = np.nonzero(open_cells)
     if rows.size == 0:
         return []
@@ -209,11 +224,47 @@ def adaptive_round(
     return [Cell(phrasings[rows[k]], documents[cols[k]]) for k in pick.tolist()]
 
 
+def start_cells(goal: int, n_phrasings: int, n_documents: int, rounds: int) -> int:
+    """Cells of the balanced start when ``rounds`` adaptive rounds follow it (all of ``goal`` without rounds)."""
+    if rounds <= 0:
+        return goal
+    return min(goal, max(minimum_cells(n_phrasings, n_documents), math.ceil(goal / (rounds + 1))))
+
+
+def round_cells(goal: int, chosen: int, rounds_left: int) -> int:
+    """Cells of the next adaptive round: an equal share of what the goal still lacks."""
+    if rounds_left <= 0 or goal <= chosen:
+        return 0
+    return math.ceil((goal - chosen) / rounds_left)
+
+
 class TaskGrid(NamedTuple):
     """One task's grid: its phrasings (rows) and documents (columns), in run order."""
 
     phrasings: list[str]
     documents: list[str]
+
+
+def task_goals(grids: Mapping[str, TaskGrid], *, fraction: float | None = None, cells: int | None = None) -> dict[str, int]:
+    """Cells each task holds under a budget: a fraction of every grid alike, or a cell count
+    shared among the tasks in proportion to their grid sizes.
+
+    Raises:
+        BudgetError: neither or both of ``fraction`` and ``cells``, or a bad value.
+    """
+    if (fraction is None) == (cells is None):
+        raise BudgetError("give the budget as a fraction (--budget 0.05) or a cell count (--budget-cells N), not both")
+    if cells is not None and cells < 1:
+        raise BudgetError(f"--budget-cells {cells}: give a positive number of cells")
+    total = sum(len(g.phrasings) * len(g.documents) for g in grids.values())
+    goals = {}
+    for task, grid in grids.items():
+        size = len(grid.phrasings) * len(grid.documents)
+        if fraction is not None:
+            goals[task] = cells_for_budget(fraction, len(grid.phrasings), len(grid.documents))
+        else:
+            goals[task] = min(size, math.ceil(cells * size / total)) if total else 0  # type: ignore[operator]
+    return goals
 
 
 def allocate_run(
@@ -223,34 +274,61 @@ def allocate_run(
     fraction: float | None = None,
     cells: int | None = None,
     already: Mapping[str, Collection[tuple[str, str]]] | None = None,
+    rounds: int = 0,
 ) -> dict[str, list[Cell]]:
     """The new cells each task of a run scores under a budget (a fraction, or a cell count).
 
-    A fraction applies to every task's grid alike. A cell count is shared among the tasks in
-    proportion to their grid sizes. Each task's design is seeded by the run's seed and the task
-    id, so extending the budget of a resumed run reuses every cell scored before.
+    Each task's design is seeded by the run's seed and the task id, so extending the budget of
+    a resumed run reuses every cell scored before. With ``rounds`` adaptive rounds to follow,
+    only the balanced start is allocated (:func:`start_cells`).
 
     Raises:
         BudgetError: neither or both of ``fraction`` and ``cells``; a task whose share is below
             one cell per phrasing and per document (the message names the smallest budget).
     """
-    if (fraction is None) == (cells is None):
-        raise BudgetError("give the budget as a fraction (--budget 0.05) or a cell count (--budget-cells N), not both")
     already = already or {}
-    total = sum(len(g.phrasings) * len(g.documents) for g in grids.values())
-    if cells is not None and cells < 1:
-        raise BudgetError(f"--budget-cells {cells}: give a positive number of cells")
+    goals = task_goals(grids, fraction=fraction, cells=cells)
     new: dict[str, list[Cell]] = {}
     for task, grid in grids.items():
-        size = len(grid.phrasings) * len(grid.documents)
-        if fraction is not None:
-            share = cells_for_budget(fraction, len(grid.phrasings), len(grid.documents))
-        else:
-            share = min(size, math.ceil(cells * size / total)) if total else 0  # type: ignore[operator]
         try:
+            check_budget(goals[task], len(grid.phrasings), len(grid.documents))
+            share = start_cells(goals[task], len(grid.phrasings), len(grid.documents), rounds)
             new[task] = allocate_cells(grid.phrasings, grid.documents, share, _task_seed(seed, task), already=already.get(task, ()))
         except BudgetError as exc:
             raise BudgetError(f"{task}: {exc}") from None
+    return new
+
+
+def allocate_adaptive_round(
+    grids: Mapping[str, TaskGrid],
+    scored: Mapping[str, Mapping[tuple[str, str], float]],
+    chosen: Mapping[str, Collection[tuple[str, str]]],
+    goals: Mapping[str, int],
+    rounds_left: int,
+    seed: int,
+    round_index: int,
+) -> dict[str, list[Cell]]:
+    """The next adaptive round's new cells per task, from the scores of the cells chosen so far.
+
+    Args:
+        grids: each task's phrasings and documents.
+        scored: per task, every scored cell's score.
+        chosen: per task, the cells chosen so far (scored or not; never chosen again).
+        goals: per task, the cells the rounds fill up to.
+        rounds_left: rounds still to run, this one included (it takes an equal share).
+        seed: the run's budget seed.
+        round_index: 1 for the first adaptive round, ...
+    """
+    new: dict[str, list[Cell]] = {}
+    for task, grid in grids.items():
+        before = chosen.get(task, ())
+        size = round_cells(goals.get(task, 0), len(before), rounds_left)
+        task_scored = scored.get(task, {})
+        if size <= 0 or not task_scored:
+            new[task] = []
+            continue
+        seed_t = _task_seed(seed, task)
+        new[task] = adaptive_round(grid.phrasings, grid.documents, task_scored, size, seed_t, round_index, exclude=before)
     return new
 
 

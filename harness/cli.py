@@ -477,6 +477,15 @@ def _progress_bar(desc: str) -> Any:
     help="Like --budget, as a number of cells shared among the tasks in proportion to their size.",
 )
 @click.option(
+    "--rounds",
+    "budget_rounds",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="With --budget: a balanced start, then this many adaptive rounds that spend the rest where the estimate "
+    "is least certain (see README: Budgeted evaluation). With --resume: spend the bigger budget in this many rounds.",
+)
+@click.option(
     "--processes",
     type=click.IntRange(min=1),
     default=1,
@@ -508,6 +517,7 @@ def run(
     observed: str | None,
     budget_fraction: float | None,
     budget_cells: int | None,
+    budget_rounds: int = 0,
     seen_from: Path | None = None,
     controls: bool = False,
     processes: int = 1,
@@ -516,6 +526,8 @@ def run(
     """Score every phrasing of the chosen tasks on the same documents."""
     if budget_fraction is not None and budget_cells is not None:
         raise UserError("give the budget as --budget F or --budget-cells N, not both")
+    if budget_rounds and budget_fraction is None and budget_cells is None:
+        raise UserError("--rounds spends a budget: give --budget F or --budget-cells N too")
     from harness import api
     from harness.registry import RegistryError
 
@@ -532,6 +544,7 @@ def run(
                 observed=observed,
                 budget_fraction=budget_fraction,
                 budget_cells=budget_cells,
+                budget_rounds=budget_rounds,
                 processes=processes,
                 write_report=not no_report,
                 say=say,
@@ -557,6 +570,7 @@ def run(
                 observed=observed,
                 budget_fraction=budget_fraction,
                 budget_cells=budget_cells,
+                budget_rounds=budget_rounds,
                 processes=processes,
                 prepare_only=prepare_only,
                 write_report=not no_report,
@@ -776,12 +790,36 @@ def import_readme(check: bool, readme_path: Path | None) -> None:
     multiple=True,
     help="Multiple-choice tasks: ids, globs or families (default: three BIG-bench Lite tasks with multi-token options).",
 )
-@click.option("--phrasings", default=10, show_default=True, help="Phrasings per task (a seeded subset).")
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="Documents per task.")
+@click.option(
+    "--workload",
+    "workload_paths",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Instead of --tasks: lm-eval task configs (.yaml, repeatable) or a Python file with TASKS (inline task dicts) "
+    "and optional SETTINGS, or REGISTRY; run through simple_evaluate. See benchmarks/.",
+)
+@click.option("--phrasings", type=click.IntRange(min=1), default=None, help="Phrasings per task (a seeded subset; default 10).")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Documents per task (default 20); with --workload, lm-eval's limit per task (default: the workload's own).",
+)
 @click.option("--dtype", type=click.Choice(["bfloat16", "float32"]), default=None, help="Default: bfloat16 where the CPU supports it.")
 @click.option("--batch-size", default=16, show_default=True, help="lm-eval hf batch size.")
 @click.option("--seed", default=1234, show_default=True)
-@click.option("--work-only", is_flag=True, help="Count the work per task (hf's, and the least possible) without running the model.")
+@click.option(
+    "--model-args",
+    default=None,
+    help="lm-eval model args for both backends (default: the default model's converted folder; dtype and device=cpu are added).",
+)
+@click.option(
+    "--from-gguf",
+    is_flag=True,
+    help="Load the default model from its GGUF file (pretrained=DIR,gguf_file=FILE), as an lm-eval user would: "
+    "hf dequantises it on every load, irh-fast loads the converted copy.",
+)
+@click.option("--work-only", is_flag=True, help="Count the work (hf's, and the least possible) without running the model.")
 @click.option("--json-out", type=click.Path(path_type=Path), default=None, help="Also write the measurements as JSON.")
 @click.option(
     "--processes",
@@ -791,18 +829,96 @@ def import_readme(check: bool, readme_path: Path | None) -> None:
 )
 def bench(
     task_sel: tuple[str, ...],
-    phrasings: int,
-    limit: int,
+    workload_paths: tuple[Path, ...],
+    phrasings: int | None,
+    limit: int | None,
     dtype: str | None,
     batch_size: int,
     seed: int,
+    model_args: str | None,
+    from_gguf: bool,
     work_only: bool,
     json_out: Path | None,
     processes: int | None,
 ) -> None:
-    """Score one workload with lm-eval's hf backend and with irh-fast; compare time, memory, work and numbers."""
-    from harness.backends.models import default_dtype, default_model_dir
-    from harness.bench import DEFAULT_TASKS, count_work, format_summary, format_work, run_bench
+    """Score one workload with lm-eval's hf backend and with irh-fast, each in its own process; compare
+    token positions (against the prefix-trie minimum), loglikelihood-phase and whole-evaluation time,
+    memory and numbers."""
+    from harness.backends.models import default_dtype, default_gguf_path, default_model_dir
+    from harness.bench import BenchError, load_workload, run_bench
+
+    if workload_paths and (task_sel or processes):
+        raise UserError("--workload replaces --tasks and --processes; give one or the other")
+    if model_args and from_gguf:
+        raise UserError("--from-gguf sets the model args; drop --model-args or --from-gguf")
+    if from_gguf:
+        gguf = default_gguf_path()
+        model_args = f"pretrained={gguf.parent},gguf_file={gguf.name}"
+    elif not model_args:
+        model_args = f"pretrained={default_model_dir(lambda m: click.echo(m, err=True))}"
+    if "dtype=" not in model_args:
+        model_args += f",dtype={dtype or default_dtype()}"
+    if "device=" not in model_args:
+        model_args += ",device=cpu"
+    config: dict[str, Any] = {"batch_size": batch_size, "chunk_size": 32, "model_args": model_args}
+    if workload_paths:
+        try:
+            workload = load_workload(list(workload_paths))
+        except BenchError as exc:
+            raise UserError(str(exc)) from None
+        if "registry" in workload:
+            reg = workload["registry"]
+            task_sel = tuple(reg["tasks"])
+            phrasings = phrasings or int(reg.get("phrasings", 10))
+            limit = limit or int(reg.get("limit", 20))
+            seed = int(reg.get("seed", seed))
+        else:
+            config |= {"paths": [str(p.resolve()) for p in workload_paths], "limit": limit}
+    if "paths" not in config:
+        tasks = _bench_tasks(task_sel)
+        phrasings, limit = phrasings or 10, limit or 20
+        if processes is not None:
+            from harness.bench import format_processes, run_processes_bench
+
+            result = run_processes_bench(tasks, phrasings, limit, seed, processes, dtype=dtype)
+            click.echo(f"`irh run` of {len(tasks)} task(s) x {phrasings} phrasings x {limit} documents, each in its own process")
+            click.echo(format_processes(result))
+            if json_out:
+                json_out.write_text(json.dumps(result, indent=2))
+            return
+        if work_only and not workload_paths:
+            import lm_eval.models  # noqa: F401
+            from lm_eval.api.registry import get_model
+
+            import harness.backends.fast  # noqa: F401  (registers irh-fast)
+            from harness.bench import count_work, format_work
+
+            lm = get_model("irh-fast").create_from_arg_string(model_args, {"batch_size": batch_size})
+            rows = count_work(lm, tasks, phrasings, limit, seed)
+            click.echo(f"{phrasings} phrasings x {limit} documents per task, in `irh run`'s calls (one per phrasing and 32 documents)")
+            click.echo(format_work(rows))
+            if json_out:
+                json_out.write_text(json.dumps(rows, indent=2))
+            return
+        config["registry"] = {"tasks": tasks, "phrasings": phrasings, "limit": limit, "seed": seed}
+    from harness.bench import format_summary
+
+    try:
+        if work_only:
+            summary = run_bench(config | {"dry": True}, backends=("irh-fast",))
+        else:
+            click.echo("running lm-eval hf, then irh-fast, each in its own process ...", err=True)
+            summary = run_bench(config)
+    except BenchError as exc:
+        raise UserError(str(exc)) from None
+    click.echo(format_summary(summary))
+    if json_out:
+        json_out.write_text(json.dumps(summary, indent=2))
+
+
+def _bench_tasks(task_sel: tuple[str, ...]) -> list[str]:
+    """The benchmark's registry tasks: multiple-choice ones with documents to hand."""
+    from harness.bench import DEFAULT_TASKS
     from harness.data.cache import DataMissing
     from harness.data.catalog import fetch_offline, is_cached, offline_source_for
     from harness.plan import PlanError, select_tasks
@@ -834,42 +950,7 @@ def bench(
         raise UserError(str(exc)) from None
     if not tasks:
         raise UserError(f"no multiple-choice task with data in {', '.join(selectors)}")
-    if processes is not None:
-        from harness.bench import format_processes, run_processes_bench
-
-        result = run_processes_bench(tasks, phrasings, limit, seed, processes, dtype=dtype)
-        click.echo(f"`irh run` of {len(tasks)} task(s) x {phrasings} phrasings x {limit} documents, each in its own process")
-        click.echo(format_processes(result))
-        if json_out:
-            json_out.write_text(json.dumps(result, indent=2))
-        return
-    model_dir = default_model_dir(lambda m: click.echo(m, err=True))
-    model_args = f"pretrained={model_dir},dtype={dtype or default_dtype()},device=cpu"
-    if work_only:
-        import lm_eval.models  # noqa: F401
-        from lm_eval.api.registry import get_model
-
-        lm = get_model("hf").create_from_arg_string(model_args, {"batch_size": batch_size})
-        rows = count_work(lm, tasks, phrasings, limit, seed)
-        click.echo(f"{phrasings} phrasings x {limit} documents per task, in `irh run`'s calls (one per phrasing and 32 documents)")
-        click.echo(format_work(rows))
-        if json_out:
-            json_out.write_text(json.dumps(rows, indent=2))
-        return
-    config = {
-        "tasks": tasks,
-        "phrasings": phrasings,
-        "limit": limit,
-        "seed": seed,
-        "batch_size": batch_size,
-        "chunk_size": 32,
-        "model_args": model_args,
-    }
-    click.echo("running lm-eval hf, then irh-fast, each in its own process ...", err=True)
-    summary = run_bench(config)
-    click.echo(format_summary(summary))
-    if json_out:
-        json_out.write_text(json.dumps(summary, indent=2))
+    return tasks
 
 
 @main.command(name="budget-check")
@@ -883,7 +964,12 @@ def bench(
 )
 @click.option("--repeats", type=click.IntRange(min=1), default=50, show_default=True, help="Subsamples per budget.")
 @click.option(
-    "--bootstrap", "n_boot", type=click.IntRange(min=10), default=200, show_default=True, help="Bootstrap replicates per estimate."
+    "--bootstrap",
+    "n_boot",
+    type=click.IntRange(min=10),
+    default=200,
+    show_default=True,
+    help="Posterior draws (model) or bootstrap replicates (sampled mean) per estimate.",
 )
 @click.option("--seed", default=0, show_default=True, help="First design seed (repeat r uses seed + r).")
 @click.option(
@@ -893,8 +979,22 @@ def bench(
     type=click.Choice(["model", "sampled-mean"]),
     help="Estimators to check (default: both).",
 )
+@click.option(
+    "--rounds",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Check the design of `irh run --budget F --rounds R`: a balanced start and R adaptive rounds.",
+)
 def budget_check(
-    sources: tuple[Path, ...], out: Path, budgets: str, repeats: int, n_boot: int, seed: int, estimators: tuple[str, ...]
+    sources: tuple[Path, ...],
+    out: Path,
+    budgets: str,
+    repeats: int,
+    n_boot: int,
+    seed: int,
+    estimators: tuple[str, ...],
+    rounds: int = 0,
 ) -> None:
     """Check budgeted estimation on full runs (run folders, or files `irh report --import` reads).
 
@@ -913,7 +1013,7 @@ def budget_check(
         raise UserError(f"--budgets {budgets!r}: each budget must be a percentage in (0, 100]")
     # Unreadable sources raise ImportProblem / RunError, which the group prints as one line.
     paths, notes = run_budget_check(
-        list(sources), out, shares, repeats, n_boot, seed, estimators or ESTIMATORS, show_progress=sys.stderr.isatty()
+        list(sources), out, shares, repeats, n_boot, seed, estimators or ESTIMATORS, show_progress=sys.stderr.isatty(), rounds=rounds
     )
     for note in notes:
         click.echo(f"note: {note}", err=True)
@@ -1124,6 +1224,10 @@ def tune_experiment(
     path = run_experiment(config, echo=lambda m: click.echo(m, err=True))
     click.echo(f"comparison: {path}")
 
+
+from harness.nli.cli import nli as _nli  # noqa: E402  (the `irh nli` group, harness/nli/cli.py)
+
+main.add_command(_nli)
 
 if __name__ == "__main__":
     main()

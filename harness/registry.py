@@ -139,7 +139,9 @@ class Registry:
 
 def text_sha256(instruction: Instruction) -> str:
     """Hash of everything that changes what the model sees: template and answer style."""
-    payload = instruction.model_dump_json(include={"text", "answer_choices", "target_delimiter", "until"})
+    # option_count joins the hash only where set, so phrasings without it keep their hashes.
+    fields = {"text", "answer_choices", "target_delimiter", "until"} | ({"option_count"} if instruction.option_count else set())
+    payload = instruction.model_dump_json(include=fields)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -382,6 +384,9 @@ def _check_instruction(entry: RegisteredInstruction, tasks: dict[str, TaskSpec],
                 )
         if inst.until is not None and task.output_type != "generate_until":
             problems.append(Problem(entry.file, inst.id, "`until` only applies to generation tasks", entry.line))
+        count = inst.option_count
+        if count is not None and (task.output_type != "multiple_choice" or (task.labels and len(task.labels) != count)):
+            problems.append(Problem(entry.file, inst.id, f"option_count {count} matches no document of {task.id}", entry.line))
     return targets
 
 
@@ -508,9 +513,10 @@ def load_registry(root: Path | None = None, *, strict: bool = True, extra: Itera
     )
 
 
-def example_document(task: TaskSpec) -> dict[str, Any]:
-    """A stand-in document with every declared field, for checking templates without data."""
-    n = len(task.labels) if task.labels else 4
+def example_document(task: TaskSpec, options: int | None = None) -> dict[str, Any]:
+    """A stand-in document with every declared field, for checking templates without data
+    (``options``: how many options, where the task has no fixed labels; 4 by default)."""
+    n = len(task.labels) if task.labels else options or 4
     choices = list(task.labels) if task.labels else [f"option text {i + 1}" for i in range(n)]
     doc: dict[str, Any] = {
         "id": "example/0",
@@ -556,7 +562,10 @@ def check_renders(registry: Registry, documents: Mapping[str, list[dict[str, Any
         for entry in registry.instructions_for(task.id):
             if entry.id in reported:
                 continue
-            for doc in docs:
+            count = entry.instruction.option_count
+            # A phrasing for documents with N options is checked on those (a stand-in if none).
+            applicable = [d for d in docs if entry.instruction.applies_to(d)] or [example_document(task, count)]
+            for doc in applicable:
                 try:
                     prompt = render_prompt(entry.instruction, task, doc)
                     render_prompt(entry.instruction, task, doc, "system")

@@ -70,10 +70,11 @@ class InstructionRecord(BaseModel):
 
 
 class BudgetRound(BaseModel):
-    """One allocation of cells: the run's start, or a `--resume` with a bigger budget."""
+    """One allocation of cells: the run's start, a `--resume` with a bigger budget, or an
+    adaptive round (cells where the estimate is least certain, chosen after the last round is scored)."""
 
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["balanced"] = "balanced"
+    kind: Literal["balanced", "adaptive"] = "balanced"
     fraction: float | None = None
     cells: int | None = None
     cells_added: int
@@ -89,6 +90,9 @@ class BudgetRecord(BaseModel):
     rounds: list[BudgetRound] = Field(default_factory=list)
     #: Per task, the chosen cells as [instruction_id, doc_id], in the order they were chosen.
     cells: dict[str, list[list[str]]] = Field(default_factory=dict)
+    #: Adaptive rounds still to run (`--rounds`), and the cells per task they fill up to.
+    rounds_pending: int = 0
+    goal_cells: dict[str, int] = Field(default_factory=dict)
 
     def allowed(self, task: str) -> set[tuple[str, str]]:
         return {(p, d) for p, d in self.cells.get(task, [])}

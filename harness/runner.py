@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from harness.backends.lm_eval import ServerUnavailable, evaluate_chunk, has_chat_template, is_chat_endpoint
 from harness.backends.models import LoadedModel, ModelSpec, load_model
-from harness.budget import TaskGrid, allocate_run
+from harness.budget import TaskGrid, allocate_adaptive_round, allocate_run, task_goals
 from harness.data.catalog import dataset_status, load_documents, select_documents
 from harness.plan import RunItem, is_held_out, is_seen
 from harness.registry import Registry
@@ -72,12 +72,14 @@ def start_run(
     observed_sources: list[str] | None = None,
     budget_fraction: float | None = None,
     budget_cells: int | None = None,
+    budget_rounds: int = 0,
 ) -> tuple[Path, RunManifest]:
     """Choose the documents, create the run folder and write its manifest (status running).
 
     With ``budget_fraction`` or ``budget_cells``, also choose which (phrasing, document) cells
     of each task are scored (:mod:`harness.budget`); a budget that cannot be met is refused
-    before the folder is made.
+    before the folder is made. With ``budget_rounds``, only the balanced start is chosen now
+    and that many adaptive rounds follow (:func:`execute_budget`).
     """
     tasks: dict[str, TaskRecord] = {}
     for task in {item.task.id: item.task for item in items}.values():
@@ -94,7 +96,7 @@ def start_run(
         )
     budget = None
     if budget_fraction is not None or budget_cells is not None:
-        budget = new_budget(items, tasks, seed, budget_fraction, budget_cells)
+        budget = new_budget(items, tasks, seed, budget_fraction, budget_cells, budget_rounds)
     run_id = new_run_id(spec.label)
     run_dir = reports_dir / run_id
     run_dir.mkdir(parents=True, exist_ok=False)
@@ -139,23 +141,38 @@ def start_run(
 def _grids(items: list[RunItem], tasks: dict[str, TaskRecord]) -> dict[str, TaskGrid]:
     phrasings: dict[str, list[str]] = {}
     for item in items:
+        if item.entry.instruction.option_count is not None:
+            # The budget's estimate is of the full phrasings x documents grid, which such a
+            # phrasing does not fill.
+            raise RunError(
+                f"{item.entry.id} is scored only on documents with {item.entry.instruction.option_count} options, so a budgeted "
+                f"run cannot estimate the full grid of {item.task.id}; leave it out (--instructions) or run without a budget"
+            )
         phrasings.setdefault(item.task.id, []).append(item.entry.id)
     return {task: TaskGrid(ids, list(tasks[task].doc_ids)) for task, ids in phrasings.items()}
 
 
-def new_budget(items: list[RunItem], tasks: dict[str, TaskRecord], seed: int, fraction: float | None, cells: int | None) -> BudgetRecord:
-    """The cells a budgeted run scores, chosen once when it starts."""
-    chosen = allocate_run(_grids(items, tasks), seed, fraction=fraction, cells=cells)
+def new_budget(
+    items: list[RunItem], tasks: dict[str, TaskRecord], seed: int, fraction: float | None, cells: int | None, rounds: int = 0
+) -> BudgetRecord:
+    """The cells a budgeted run scores first, chosen once when it starts (the balanced start)."""
+    grids = _grids(items, tasks)
+    chosen = allocate_run(grids, seed, fraction=fraction, cells=cells, rounds=rounds)
     added = sum(len(c) for c in chosen.values())
     return BudgetRecord(
         seed=seed,
         rounds=[BudgetRound(fraction=fraction, cells=cells, cells_added=added, created=utc_now())],
         cells={task: [[c.instruction_id, c.doc_id] for c in task_cells] for task, task_cells in chosen.items()},
+        rounds_pending=max(rounds, 0),
+        goal_cells=task_goals(grids, fraction=fraction, cells=cells) if rounds > 0 else {},
     )
 
 
-def extend_budget(manifest: RunManifest, items: list[RunItem], fraction: float | None, cells: int | None) -> RunManifest:
+def extend_budget(manifest: RunManifest, items: list[RunItem], fraction: float | None, cells: int | None, rounds: int = 0) -> RunManifest:
     """A bigger budget for a budgeted run: new cells are added, every cell chosen before is kept.
+
+    Without ``rounds`` the balanced design is extended; with them, the new cells are left to
+    that many adaptive rounds (only cells a phrasing or document still lacks are added now).
 
     Raises:
         RunError: the run is not budgeted (it scores every cell already).
@@ -163,12 +180,82 @@ def extend_budget(manifest: RunManifest, items: list[RunItem], fraction: float |
     if manifest.budget is None:
         raise RunError("this run is not budgeted: it scores every cell already; drop --budget/--budget-cells")
     record = manifest.budget
+    grids = _grids(items, manifest.tasks)
     already = {task: record.allowed(task) for task in record.cells}
-    chosen = allocate_run(_grids(items, manifest.tasks), record.seed, fraction=fraction, cells=cells, already=already)
+    chosen = allocate_run(grids, record.seed, fraction=fraction, cells=cells, already=already, rounds=rounds)
     merged = {task: list(record.cells.get(task, [])) + [[c.instruction_id, c.doc_id] for c in new] for task, new in chosen.items()}
     added = sum(len(c) for c in chosen.values())
-    rounds = [*record.rounds, BudgetRound(fraction=fraction, cells=cells, cells_added=added, created=utc_now())]
-    return manifest.model_copy(update={"budget": record.model_copy(update={"cells": merged, "rounds": rounds})})
+    rounds_record = [*record.rounds, BudgetRound(fraction=fraction, cells=cells, cells_added=added, created=utc_now())]
+    update = {
+        "cells": merged,
+        "rounds": rounds_record,
+        "rounds_pending": max(rounds, 0),
+        "goal_cells": task_goals(grids, fraction=fraction, cells=cells) if rounds > 0 else {},
+    }
+    return manifest.model_copy(update={"budget": record.model_copy(update=update)})
+
+
+def next_adaptive_round(run_dir: Path, manifest: RunManifest, items: list[RunItem]) -> RunManifest:
+    """Choose the next adaptive round's cells from the scores so far and record them (run.json).
+
+    The caller holds the folder's lock. The manifest is written with status ``running``: the
+    new cells are still to be scored.
+    """
+    record = manifest.budget
+    assert record is not None and record.rounds_pending > 0
+    grids = _grids(items, manifest.tasks)
+    scored: dict[str, dict[tuple[str, str], float]] = {}
+    for row in iter_samples(run_dir):
+        if row.score is not None and row.score == row.score:  # NaN: no valid score
+            scored.setdefault(row.task, {})[(row.instruction_id, row.doc_id)] = float(row.score)
+    index = 1 + sum(1 for r in record.rounds if r.kind == "adaptive")
+    chosen = {task: record.allowed(task) for task in grids}
+    new = allocate_adaptive_round(grids, scored, chosen, record.goal_cells, record.rounds_pending, record.seed, index)
+    merged = {task: list(record.cells.get(task, [])) + [[c.instruction_id, c.doc_id] for c in cells] for task, cells in new.items()}
+    request = next((r for r in reversed(record.rounds) if r.kind == "balanced"), None)
+    entry = BudgetRound(
+        kind="adaptive",
+        fraction=request.fraction if request else None,
+        cells=request.cells if request else None,
+        cells_added=sum(len(c) for c in new.values()),
+        created=utc_now(),
+    )
+    update = {"cells": merged, "rounds": [*record.rounds, entry], "rounds_pending": record.rounds_pending - 1}
+    manifest = manifest.model_copy(update={"budget": record.model_copy(update=update), "status": "running", "finished": None})
+    write_manifest(run_dir, manifest)
+    return manifest
+
+
+def execute_budget(
+    run_dir: Path,
+    manifest: RunManifest,
+    items: list[RunItem],
+    model: LoadedModel | None = None,
+    progress: Progress | None = None,
+    lock: RunLock | None = None,
+    processes: int = 1,
+    model_info: dict[str, Any] | None = None,
+) -> RunManifest:
+    """Score every missing row (:func:`execute`, or data-parallel); then, while the budget has
+    adaptive rounds pending, choose each round's cells from the scores so far and score them.
+
+    The folder stays locked across the rounds; the model is loaded once for all of them.
+    """
+    with writing_run(run_dir, lock) as held:
+        while True:
+            if processes > 1:
+                from harness.parallel import execute_parallel
+
+                manifest = execute_parallel(
+                    run_dir, manifest, items, processes=processes, progress=progress, lock=held, model_info=model_info
+                )
+            else:
+                if model is None and manifest.budget is not None and manifest.budget.rounds_pending > 0:
+                    model = load_model(ModelSpec(manifest.model["backend"], dict(manifest.model["args"]), manifest.model["name"]))
+                manifest = execute(run_dir, manifest, items, model=model, progress=progress, lock=held)
+            if manifest.status != "complete" or manifest.budget is None or manifest.budget.rounds_pending <= 0:
+                return manifest
+            manifest = next_adaptive_round(run_dir, manifest, items)
 
 
 def items_from_manifest(registry: Registry, manifest: RunManifest) -> list[RunItem]:
@@ -332,7 +419,8 @@ def plan_workload(run_dir: Path, manifest: RunManifest, items: list[RunItem]) ->
     allowed = {t: manifest.budget.allowed(t) for t in manifest.tasks} if manifest.budget else None
 
     def wanted(item: RunItem) -> list[dict[str, Any]]:
-        docs = docs_by_task[item.task.id]
+        # A phrasing that shows a fixed number of options is scored on those documents only.
+        docs = [d for d in docs_by_task[item.task.id] if item.entry.instruction.applies_to(d)]
         if allowed is None:
             return docs
         cells = allowed[item.task.id]
@@ -462,13 +550,16 @@ def resume_run(
     budget_fraction: float | None = None,
     budget_cells: int | None = None,
     processes: int = 1,
+    budget_rounds: int = 0,
 ) -> RunManifest:
     """Complete an interrupted or failed run without repeating or losing rows.
 
     The folder is locked before its manifest and rows are read, so that two overlapping
     resumes cannot both decide which rows are missing: the second is refused at once.
     With ``processes`` > 1 the missing rows are scored data-parallel (:mod:`harness.parallel`),
-    whatever number of processes the run was started with.
+    whatever number of processes the run was started with. A bigger budget extends a
+    budgeted run (with ``budget_rounds``, in that many adaptive rounds); adaptive rounds left
+    pending by an interruption are run after the missing rows.
     """
     read_manifest(run_dir)  # a folder that is not a run is refused before it is touched
     with RunLock(run_dir) as lock:
@@ -476,10 +567,8 @@ def resume_run(
         items = items_from_manifest(registry, manifest)
         if budget_fraction is not None or budget_cells is not None:
             # A bigger budget: the new cells join the plan; every row scored so far is kept.
-            manifest = extend_budget(manifest, items, budget_fraction, budget_cells)
+            manifest = extend_budget(manifest, items, budget_fraction, budget_cells, budget_rounds)
             write_manifest(run_dir, manifest)
-        if processes > 1:
-            from harness.parallel import execute_parallel
-
-            return execute_parallel(run_dir, manifest, items, processes=processes, progress=progress, lock=lock)
-        return execute(run_dir, manifest, items, progress=progress, lock=lock)
+        elif budget_rounds:
+            raise RunError("--rounds needs --budget or --budget-cells with --resume: the bigger budget the rounds spend")
+        return execute_budget(run_dir, manifest, items, progress=progress, lock=lock, processes=processes)

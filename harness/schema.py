@@ -7,7 +7,7 @@ silently ignored key.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -105,8 +105,16 @@ class Instruction(_Strict):
     target_delimiter: str = " "
     #: For generation tasks: stop sequences and length, overriding the task's defaults.
     until: list[str] | None = None
+    #: Score only the documents with exactly this many options: a template that shows a
+    #: fixed number of options ("A, B, C, D") applies to those documents alone, and a run
+    #: leaves the others out for this phrasing (its ``n`` in the report is smaller).
+    option_count: Annotated[int, Field(ge=1)] | None = None
     provenance: Provenance
     notes: str | None = None
+
+    def applies_to(self, doc: dict[str, Any]) -> bool:
+        """Whether this phrasing is scored on ``doc`` (see ``option_count``)."""
+        return self.option_count is None or len(doc.get("choices") or ()) == self.option_count
 
     @field_validator("answer_choices")
     @classmethod

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from harness.backends.fast import cluster_by_prefix, common_prefix_length, count_distinct_tokens
+from harness.backends.fast import attach_needs, build_trie, count_distinct_tokens, pack_items
 
 
 def _models(tiny_model: Path) -> tuple[Any, Any]:
@@ -57,6 +57,33 @@ def test_loglikelihoods_match_hf_within_1e4_in_fp32(tiny_model: Path) -> None:
     assert fast.work.unique_requests == len(pairs) - 1
     hf_tokens = sum(len(c) + len(t) - 1 for c, t in (hf._encode_pair(a, b) for a, b in pairs if a))
     assert fast.work.forward_tokens < hf_tokens / 2
+
+
+@pytest.mark.parametrize(
+    ("max_row_tokens", "max_padding", "max_batch_tokens"),
+    [(256, 0.02, 2048), (16, 0.5, 120), (4, 1.0, 48)],
+    ids=["default", "heads-as-rows", "deep-and-mixed"],
+)
+def test_every_trie_position_runs_once_with_hf_numbers(
+    tiny_model: Path, max_row_tokens: int, max_padding: float, max_batch_tokens: int
+) -> None:
+    """Whatever the row size and padding bound (small rows make every shared stretch a head of
+    its own, several levels deep, and large padding bounds mix rows of different pasts and
+    widths in one pass), each trie position is run once and the numbers are hf's."""
+    hf, fast = _models(tiny_model)
+    fast.max_row_tokens, fast.max_padding, fast.max_batch_tokens = max_row_tokens, max_padding, max_batch_tokens
+    pairs = _workload()
+    # Options sharing their first tokens, and a context that is the head of another.
+    pairs += [("Is the sky blue?", " A blue sky"), ("Is the sky blue?", " A blue sea"), ("Is the sky blue? Is it", " yes")]
+    expected = hf.loglikelihood(_requests(pairs), disable_tqdm=True)
+    got = fast.loglikelihood(_requests(pairs), disable_tqdm=True)
+    for (a, greedy_a), (b, greedy_b) in zip(expected, got, strict=True):
+        assert abs(a - b) < 1e-4 and greedy_a == greedy_b
+    inputs = {c + t[:-1] for c, t in fast._encode_requests(_requests(pairs))}
+    assert fast.work.forward_tokens == count_distinct_tokens(sorted(inputs))
+    assert fast.work.padded_positions <= max_padding * (fast.work.forward_tokens + fast.work.padded_positions) + 1
+    if max_row_tokens < 256:
+        assert fast.work.forward_passes > 2  # heads first, then the rows on top of them
 
 
 def test_generation_is_hf_generation(tiny_model: Path) -> None:
@@ -130,14 +157,45 @@ def test_prefix_cache_keeps_within_its_budget() -> None:
     assert cache.longest((9, 9)) == (0, [])
 
 
-def test_clusters_share_heads_and_leave_one_token() -> None:
-    contexts = [(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11), (1, 2, 3, 4, 5, 6, 7, 8, 9, 20), (5, 5, 5), (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)]
-    clusters = {tuple(sorted(m)): shared for shared, m in cluster_by_prefix(contexts, min_shared=8)}
-    assert clusters == {(0, 1, 3): 9, (2,): 2}
-    # A context that is a prefix of another still keeps its last token out of the shared part.
-    ((shared, members),) = cluster_by_prefix([(1, 2, 3), (1, 2, 3, 4)], min_shared=2)
-    assert shared == 2 and sorted(members) == [0, 1]
-    assert common_prefix_length((1, 2, 3), (1, 2, 4)) == 2
+def test_trie_runs_each_position_once_and_needs_land_where_pairs_ask() -> None:
+    pairs = [
+        ((1, 2, 3, 4), (5, 6, 7)),
+        ((1, 2, 3, 4), (5, 8)),
+        ((1, 2, 3, 4), (9,)),
+        ((1, 2, 9), (4,)),
+        ((1, 2, 3), (4, 5)),  # its context is a head of the others' contexts
+        ((7,), (7, 7)),
+    ]
+    inputs = [ctx + cont[:-1] for ctx, cont in pairs]
+    root = build_trie(inputs)
+    attach_needs(root, pairs)
+    assert root.size == count_distinct_tokens(inputs) == 9
+    assert root.contexts == 4  # (1 2 3 4), (1 2 9), (1 2 3), (7)
+
+    def walk(node, found):
+        for offset, token, pair in node.needs:
+            found.setdefault(pair, []).append((node.path()[: node.depth + offset + 1], token))
+        for child in node.children.values():
+            walk(child, found)
+        return found
+
+    found = walk(root, {})
+    for pair, (ctx, cont) in enumerate(pairs):
+        # One need per continuation token, at the input position that predicts it.
+        assert sorted(found[pair]) == sorted((ctx + cont[:j], cont[j]) for j in range(len(cont)))
+    # Every branch point splits the stretch: (1 2) is shared, then 3 | 9, then 4 | ...
+    head = root.children[1]
+    assert head.tokens == (1, 2) and set(head.children) == {3, 9}
+
+
+def test_rows_pack_small_items_without_widening() -> None:
+    root = build_trie([(1, 2, 3, 4, 5, 6), (1, 7), (1, 8), (1, 9, 9)])
+    attach_needs(root, [((1, 2, 3, 4, 5), (6, 0)), ((1,), (7, 0)), ((1,), (8, 0)), ((1, 9), (9, 0))])
+    (head,) = root.children.values()
+    bins = pack_items([(child, True) for child in head.children.values()], min_width=1)
+    widths = sorted(sum(node.size for node, _ in b) for b in bins)
+    assert widths == [4, 5]  # (2 3 4 5 6) alone; 7, 8 and (9 9) together, no wider than 5
+    assert len(pack_items([(child, True) for child in head.children.values()], min_width=64)) == 1
 
 
 def test_minimum_token_count_is_the_prefix_trie_size() -> None:
@@ -209,3 +267,28 @@ def test_no_deprecated_cache_argument_warnings(tiny_model: Path) -> None:
         fast.generate_until(gen, disable_tqdm=True)
     assert fast.work.generation_prefix_tokens_reused > 0  # the cached-head generation path ran
     assert not [w for w in caught if "past_key_values" in str(w.message)]
+
+
+def test_gguf_args_load_the_converted_copy_once_per_process(tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pretrained=DIR,gguf_file=F` (DIR may start with ~, and tokenizer=DIR may repeat it) loads
+    the converted copy that `irh run` keeps; the file is looked up (hashed) once per process."""
+    import lm_eval.models  # noqa: F401
+    from lm_eval.api.registry import get_model
+
+    from harness.backends import fast as fast_module
+    from harness.backends import models
+
+    home = tmp_path / "home"
+    (home / "gguf").mkdir(parents=True)
+    (home / "gguf" / "model.gguf").write_bytes(b"GGUF")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setattr(fast_module, "_CONVERTED", {})
+    converted: list[Path] = []
+    monkeypatch.setattr(models, "converted_gguf_dir", lambda path, progress=None, name=None: converted.append(path) or tiny_model)
+    args = "pretrained=~/gguf,gguf_file=model.gguf,tokenizer=~/gguf,dtype=float32,device=cpu"
+    first = get_model("irh-fast").create_from_arg_string(args, {"batch_size": 4})
+    second = get_model("irh-fast").create_from_arg_string(args, {"batch_size": 4})
+    assert converted == [home / "gguf" / "model.gguf"]
+    assert first.model.config.hidden_size == second.model.config.hidden_size == 32  # the tiny model's
+    # No GGUF file to hand: lm-eval's own loading (and its error) as usual.
+    assert fast_module._converted_gguf({"pretrained": str(tmp_path), "gguf_file": "absent.gguf"}) is None

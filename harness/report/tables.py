@@ -81,7 +81,7 @@ def write_source_report(
     """
     import dataclasses
 
-    from harness.report.budgeted import budget_section
+    from harness.report.budgeted import apply_budget_estimates, budget_section
     from harness.report.markdown import render_markdown
 
     # A budgeted run says so in its header, and gains the estimate of the full run.
@@ -89,6 +89,9 @@ def write_source_report(
     if budgeted is not None:
         source = dataclasses.replace(source, details=[*source.details, budgeted.header])
     analysis = analyse(source.phrasings, source.tasks, source.info_of, n_boot=n_boot, seed=seed)
+    if budgeted is not None:
+        # The usual tables show the model's estimates of the full run, marked estimated.
+        analysis = apply_budget_estimates(analysis, budgeted)
     out.mkdir(parents=True, exist_ok=True)
     paths = {name: out / name for name in REPORT_FILES if html or name != "report.html"}
     markdown = render_markdown(source, analysis)

@@ -88,6 +88,17 @@ def analyse(
             notes.append(
                 f"{t}: {matrices[t].dropped_documents} document(s) not scored under every phrasing are left out of per-document statistics"
             )
+        most = max(p.n for p in ps)
+        fewer = sorted((p for p in ps if 0 < p.n < most), key=lambda p: p.instruction_id)
+        if fewer:
+            # Such a score is over other documents than the rest: say which, so that no one
+            # compares it with the others as if they were paired.
+            shown = ", ".join(f"{p.instruction_id} (n={p.n})" for p in fewer[:6]) + (", ..." if len(fewer) > 6 else "")
+            notes.append(
+                f"{t}: {len(fewer)} phrasing(s) scored on fewer than the {most} documents of the task's most-scored one, each "
+                f"score over its own documents (a budget's sample, or a phrasing that shows a fixed number of options, scored "
+                f"only on the documents with that many): {shown}"
+            )
         if any(np.isnan(p.score) for p in ps):
             notes.append(f"{t}: {sum(1 for p in ps if np.isnan(p.score))} phrasing(s) without any valid score are left out")
     return Analysis(

@@ -3,27 +3,26 @@
 Two estimators of each phrasing's score and of the spread across phrasings:
 
 - ``model`` (the default): the logistic phrasing + document model of PromptEval (Polo et al.
-  2024), ``P(correct) = sigmoid(a + theta_p + beta_d [+ covariates])``, fitted by penalised
-  maximum likelihood (L2 on the phrasing and document effects, their strengths set by empirical
-  Bayes; scipy's trust-region Newton-CG on the exact loss,
-  gradient and Hessian-vector product).
-  Fractional scores (partial credit) enter as fractional targets of the same loss, which is
-  the likelihood of weighted binary outcomes. A phrasing's estimate is its mean over the
-  target cells of the observed score where scored and the predicted probability elsewhere.
+  2024), ``P(correct) = sigmoid(a + theta_p + beta_d [+ covariates])``, with the phrasing and
+  document effects normal random effects. Fractional scores (partial credit) enter as
+  fractional targets, the likelihood of weighted binary outcomes.
 - ``sampled-mean``: the plain mean of each phrasing's scored cells (the comparison).
 
-The statistics across phrasings (:data:`ACROSS_STATISTICS`) are taken of the phrasings'
-estimates. Their **estimand** is what a full run on the same phrasings and documents would
-report. For the model, the phrasing estimates are first widened around their mean so that
-their variance is their own plus their error variance (Louis 1984's constrained Bayes:
-shrunken estimates are under-dispersed, which would pull every outer quantile inwards).
-The model's intervals come from a parametric bootstrap of the estimator's error: worlds are
-drawn from the fit's approximate posterior, a complete matrix from each world, scored on the
-same cells and re-estimated, and the error ``estimate - full-matrix value`` of each
-replicate is collected; the interval is ``estimate - (error quantiles)``. That carries the
-refit's parameter uncertainty, the Bernoulli noise of unscored cells and the remaining
-shrinkage bias. Fractional scores are simulated as Bernoulli outcomes (conservative). The
-sampled mean's intervals are the percentile bootstrap over documents.
+The statistics across phrasings (:data:`ACROSS_STATISTICS`) have as **estimand** what a full
+run on the same phrasings and documents would report. The model estimates them from its
+posterior: draws of the full run (scored cells as scored, the others drawn from the model)
+give draws of every phrasing's score and of each statistic; the estimate is their median and
+the CI their quantiles. The posterior is a Laplace approximation at the mode (fitted with
+scipy's trust-region Newton-CG), with the document effects integrated out exactly (the
+document block of the Hessian is diagonal). The document effects' scale is set by maximum
+evidence (hundreds of documents fix it); the phrasing effects' scale is integrated over a
+grid under a uniform prior, because a few dozen phrasings with a few cells each leave it
+uncertain, and that uncertainty is most of the uncertainty of the spread across phrasings
+(std, outer percentiles). Posterior means of shrunken effects would understate the spread;
+draws of the full run do not, since each draw spreads the phrasings as widely as the
+posterior allows. The draws' intercept is recalibrated to the scored cells' mean score (see
+:func:`_calibration_shift`). The sampled mean's intervals are the percentile bootstrap over
+documents.
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
-from scipy import optimize, sparse
+from scipy import linalg, optimize, sparse, special
 from scipy.special import expit
 
 from harness.stats.data import PhrasingResults
@@ -46,14 +45,8 @@ _PERCENTILES = (5.0, 25.0, 50.0, 75.0, 95.0)
 MODEL = "model"
 SAMPLED_MEAN = "sampled-mean"
 ESTIMATORS = (MODEL, SAMPLED_MEAN)
-#: Default bootstrap replicates of a budgeted estimate.
-DEFAULT_BUDGET_BOOT = 200
-#: Empirical-Bayes rounds that set the phrasing and document penalties (1 / prior variance).
-_EB_ROUNDS = 8
-#: Bounds on those penalties: prior sd between 0.01 and about 30 logits.
-_MIN_PENALTY, _MAX_PENALTY = 1e-3, 1e4
-#: L2 strength on standardised covariate coefficients.
-COVARIATE_PENALTY = 1.0
+#: Default posterior draws (model) or bootstrap replicates (sampled mean) of a budgeted estimate.
+DEFAULT_BUDGET_BOOT = 400
 
 
 class Interval(NamedTuple):
@@ -178,14 +171,15 @@ def across_statistics(scores: np.ndarray) -> np.ndarray:
 
 # --- the logistic phrasing + document model -------------------------------------------------
 
-
-class _Design(NamedTuple):
-    """Sparse features of the scored cells and which penalty each column gets."""
-
-    features: sparse.csr_matrix  # cells x columns: intercept, phrasing, document, covariates
-    rows: np.ndarray
-    cols: np.ndarray
-    groups: np.ndarray  # per column: 0 intercept, 1 phrasing, 2 document, 3 covariate
+#: Gauss-Hermite nodes (standard normal) over which each document effect is integrated out.
+_NODES, _NODE_WEIGHTS = np.polynomial.hermite_e.hermegauss(16)
+_LOG_NODE_WEIGHTS = np.log(_NODE_WEIGHTS / _NODE_WEIGHTS.sum())
+#: Column groups of the fixed part of the model: which prior scale each coefficient shares.
+_INTERCEPT, _PHRASING, _PHRASING_COVARIATE, _DOCUMENT_COVARIATE = range(4)
+#: Prior scales (sd in logits) searched for the phrasing and the document effects.
+_MIN_SD, _MAX_SD = 0.01, 10.0
+#: Points of the grid over the phrasing effects' scale that the estimate integrates over.
+_SCALE_GRID = 20
 
 
 def _standardise(z: np.ndarray | None, n: int) -> np.ndarray:
@@ -196,161 +190,206 @@ def _standardise(z: np.ndarray | None, n: int) -> np.ndarray:
     return (z - z.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
 
 
-def _design(rows: np.ndarray, cols: np.ndarray, n_p: int, n_d: int, zp: np.ndarray, zd: np.ndarray) -> _Design:
-    n = rows.size
-    ones = np.ones(n)
-    eye = sparse.hstack(
-        [
-            sparse.csr_matrix(ones[:, None]),
-            sparse.csr_matrix((ones, (np.arange(n), rows)), shape=(n, n_p)),
-            sparse.csr_matrix((ones, (np.arange(n), cols)), shape=(n, n_d)),
-            sparse.csr_matrix(np.hstack([zp[rows], zd[cols]])) if zp.shape[1] + zd.shape[1] else sparse.csr_matrix((n, 0)),
-        ],
-        format="csr",
-    )
-    groups = np.concatenate([[0], np.full(n_p, 1), np.full(n_d, 2), np.full(zp.shape[1] + zd.shape[1], 3)])
-    return _Design(eye, rows, cols, groups)
+class _Cells:
+    """The scored cells and the model's likelihood with every document effect integrated out.
 
-
-def _fit_batch(
-    design: _Design, targets: np.ndarray, weights: np.ndarray, penalties: np.ndarray, start: np.ndarray | None = None
-) -> np.ndarray:
-    """Fit several penalised logistic models on the same cells at once.
-
-    The batch's losses are independent, so their sum is minimised in one call (scipy's trust-ncg).
-
-    Args:
-        design: the cells' features (n cells x K columns).
-        targets: (n, B) targets in [0, 1].
-        weights: (n, B) cell weights (0 leaves a cell out).
-        penalties: (K, B) L2 strength per column and batch member.
-        start: (K, B) starting coefficients (warm start), default zeros.
-
-    Returns:
-        (K, B) coefficients.
+    ``P(y = 1) = sigmoid(x_cell . coef + document_sd * u)``, ``u ~ N(0, 1)`` per document:
+    ``coef`` holds the intercept, the phrasing effects and the covariates' coefficients, and
+    each document's likelihood is a Gauss-Hermite sum over ``u`` (a document has only a few
+    scored cells, too few for a normal approximation of its effect's posterior to be good).
     """
-    x_mat = design.features
-    x_t = x_mat.T.tocsr()
-    k, b = penalties.shape
 
-    def loss_grad(flat: np.ndarray) -> tuple[float, np.ndarray]:
-        coef = flat.reshape(k, b)
-        eta = x_mat @ coef
-        loss = float(np.sum(weights * (np.logaddexp(0.0, eta) - targets * eta)) + 0.5 * np.sum(penalties * coef**2))
-        grad = x_t @ (weights * (expit(eta) - targets)) + penalties * coef
-        return loss, np.asarray(grad).ravel()
+    def __init__(self, matrix: PartialMatrix, zp_raw: np.ndarray | None, zd_raw: np.ndarray | None) -> None:
+        self.n_p, self.n_d = matrix.shape
+        self.rows, self.cols = np.nonzero(matrix.observed)
+        if self.rows.size == 0:
+            raise ValueError("no scored cell to fit; score at least one cell per phrasing and document")
+        self.y = matrix.values[self.rows, self.cols]
+        self.zp, self.zd = _standardise(zp_raw, self.n_p), _standardise(zd_raw, self.n_d)
+        n = self.rows.size
+        ones = np.ones(n)
+        blocks = [sparse.csr_matrix(ones[:, None]), sparse.csr_matrix((ones, (np.arange(n), self.rows)), shape=(n, self.n_p))]
+        if self.zp.shape[1] + self.zd.shape[1]:
+            blocks.append(sparse.csr_matrix(np.hstack([self.zp[self.rows], self.zd[self.cols]])))
+        self.features = sparse.hstack(blocks, format="csr")
+        self.features_t = self.features.T.tocsr()
+        sizes = [1, self.n_p, self.zp.shape[1], self.zd.shape[1]]
+        self.groups = np.repeat(np.array([_INTERCEPT, _PHRASING, _PHRASING_COVARIATE, _DOCUMENT_COVARIATE]), sizes)
+        #: Sums cells into their documents: (D, n).
+        self.by_document = sparse.csr_matrix((ones, (self.cols, np.arange(n))), shape=(self.n_d, n))
+        # Every pair of scored cells that share a document (each cell with itself included):
+        # the Hessian couples them through the document effect integrated out.
+        order = np.argsort(self.cols, kind="stable")
+        starts = np.searchsorted(self.cols[order], np.arange(self.n_d + 1))
+        per_doc = np.diff(starts)
+        pairs = per_doc**2
+        doc_of_pair = np.repeat(np.arange(self.n_d), pairs)
+        within = np.arange(int(pairs.sum())) - np.repeat(np.cumsum(pairs) - pairs, pairs)
+        first = starts[doc_of_pair] + within // per_doc[doc_of_pair]
+        second = starts[doc_of_pair] + within % per_doc[doc_of_pair]
+        self._pair_a, self._pair_b = order[first], order[second]
+        self._cache: tuple[np.ndarray, float, tuple[np.ndarray, ...]] | None = None
 
-    def hess_times(flat: np.ndarray, vector: np.ndarray) -> np.ndarray:
-        coef, v = flat.reshape(k, b), vector.reshape(k, b)
-        p = expit(x_mat @ coef)
-        return np.asarray(x_t @ (weights * p * (1.0 - p) * (x_mat @ v)) + penalties * v).ravel()
+    @property
+    def n_coef(self) -> int:
+        return int(self.features.shape[1])
 
-    x0 = np.zeros(k * b) if start is None else np.asarray(start, dtype=float).ravel()
-    # Newton steps with conjugate-gradient solves: the loss is smooth and convex, and the
-    # batch's Hessian is block-diagonal, so a few Newton steps fit every member at once.
-    result = optimize.minimize(loss_grad, x0, jac=True, hessp=hess_times, method="trust-ncg", options={"gtol": 1e-6, "maxiter": 200})
-    return np.asarray(result.x).reshape(k, b)
+    def penalties(self, phrasing_sd: float, document_sd: float) -> np.ndarray:
+        """L2 strength (1 / prior variance) per coefficient; covariates share their effects' scale."""
+        return np.array([0.0, phrasing_sd**-2, phrasing_sd**-2, document_sd**-2])[self.groups]
+
+    def node_posteriors(self, coef: np.ndarray, document_sd: float) -> tuple[np.ndarray, np.ndarray]:
+        """Each document's log-likelihood (D,) and posterior over the nodes (D, nodes) given ``coef``."""
+        eta = (self.features @ coef)[:, None] + document_sd * _NODES[None, :]
+        per_doc = self.by_document @ (self.y[:, None] * eta - np.logaddexp(0.0, eta)) + _LOG_NODE_WEIGHTS
+        total = special.logsumexp(per_doc, axis=1)
+        return total, np.exp(per_doc - total[:, None])
+
+    def _terms(self, coef: np.ndarray, document_sd: float) -> tuple[np.ndarray, ...]:
+        if self._cache is not None and self._cache[1] == document_sd and np.array_equal(self._cache[0], coef):
+            return self._cache[2]
+        total, posterior = self.node_posteriors(coef, document_sd)
+        prob = expit((self.features @ coef)[:, None] + document_sd * _NODES[None, :])
+        terms = (total, posterior, prob, self.y[:, None] - prob, posterior[self.cols])
+        self._cache = (coef.copy(), document_sd, terms)
+        return terms
+
+    def loss_grad(self, coef: np.ndarray, penalties: np.ndarray, document_sd: float) -> tuple[float, np.ndarray]:
+        """Negative log posterior (up to a constant) and its gradient."""
+        total, _, _, resid, cell_post = self._terms(coef, document_sd)
+        loss = -float(np.sum(total)) + 0.5 * float(np.sum(penalties * coef**2))
+        return loss, -np.asarray(self.features_t @ np.sum(cell_post * resid, axis=1)) + penalties * coef
+
+    def hessian(self, coef: np.ndarray, penalties: np.ndarray, document_sd: float) -> np.ndarray:
+        """The exact Hessian of :meth:`loss_grad`.
+
+        Per document, the node-posterior mean of its cells' curvature, less the node-posterior
+        covariance of their residuals (cells of one document move together through its effect).
+        """
+        _, _, prob, resid, cell_post = self._terms(coef, document_sd)
+        weight = np.sum(cell_post * prob * (1.0 - prob), axis=1)
+        mean_resid = np.sum(cell_post * resid, axis=1)
+        a, b = self._pair_a, self._pair_b
+        covariance = np.sum(cell_post[a] * resid[a] * resid[b], axis=1) - mean_resid[a] * mean_resid[b]
+        n = self.y.size
+        coupling = sparse.csr_matrix((covariance, (a, b)), shape=(n, n)) - sparse.diags(weight)
+        return -np.asarray((self.features_t @ (coupling @ self.features)).todense()) + np.diag(penalties)
 
 
-def _penalty_matrix(groups: np.ndarray, pairs: Sequence[tuple[float, float]]) -> np.ndarray:
-    table = np.array([[0.0, lp, ld, COVARIATE_PENALTY] for lp, ld in pairs]).T  # (4, B)
-    return table[groups]
+class _Laplace(NamedTuple):
+    """The posterior of the fixed part at given prior scales: its mode and Hessian (Laplace)."""
+
+    phrasing_sd: float
+    document_sd: float
+    coef: np.ndarray
+    hessian: np.ndarray
+    log_evidence: float
 
 
-def _predict(coef: np.ndarray, n_p: int, n_d: int, zp: np.ndarray, zd: np.ndarray) -> np.ndarray:
-    """Logits of every cell for each batch member: (B, P, D)."""
-    a = coef[0]
-    theta = coef[1 : 1 + n_p] + (zp @ coef[1 + n_p + n_d : 1 + n_p + n_d + zp.shape[1]] if zp.shape[1] else 0.0)
-    beta = coef[1 + n_p : 1 + n_p + n_d] + (zd @ coef[1 + n_p + n_d + zp.shape[1] :] if zd.shape[1] else 0.0)
-    return a[:, None, None] + theta.T[:, :, None] + beta.T[:, None, :]
+def _fit(cells: _Cells, phrasing_sd: float, document_sd: float, start: np.ndarray | None = None) -> _Laplace:
+    """The posterior mode (scipy's trust-region Newton on the exact gradient and Hessian) and
+    the Laplace approximation of the evidence ``log p(scores | scales)``."""
+    penalties = cells.penalties(phrasing_sd, document_sd)
+    x0 = np.zeros(cells.n_coef) if start is None else np.asarray(start, dtype=float)
+    result = optimize.minimize(
+        cells.loss_grad,
+        x0,
+        args=(penalties, document_sd),
+        jac=True,
+        hess=cells.hessian,
+        method="trust-exact",
+        options={"gtol": 1e-5},
+    )
+    coef = np.asarray(result.x)
+    loss, _ = cells.loss_grad(coef, penalties, document_sd)
+    hessian = cells.hessian(coef, penalties, document_sd)
+    sign, logdet = np.linalg.slogdet(hessian)
+    # The flat intercept and the 2 pi terms are the same for every scale and left out; a
+    # Hessian that is not positive definite (no mode found) gives the scale no weight.
+    log_evidence = -loss + 0.5 * float(np.sum(np.log(penalties[penalties > 0]))) - 0.5 * logdet if sign > 0 else -math.inf
+    return _Laplace(phrasing_sd, document_sd, coef, hessian, log_evidence)
+
+
+def _max_evidence(cells: _Cells) -> _Laplace:
+    """The fit at the prior scales of maximum evidence (empirical Bayes), by Nelder-Mead."""
+    warm: dict[str, np.ndarray] = {}
+
+    def negative(log_sd: np.ndarray) -> float:
+        fit = _fit(cells, math.exp(log_sd[0]), math.exp(log_sd[1]), warm.get("coef"))
+        warm["coef"] = fit.coef
+        return -fit.log_evidence
+
+    start = np.array([math.log(0.3), math.log(1.0)])
+    # An explicit simplex: scipy's default steps from a zero coordinate are tiny.
+    options = {"xatol": 2e-2, "fatol": 1e-2, "initial_simplex": start + np.array([[0.0, 0.0], [0.7, 0.0], [0.0, 0.7]])}
+    bounds = [(math.log(_MIN_SD), math.log(_MAX_SD))] * 2
+    result = optimize.minimize(negative, start, method="Nelder-Mead", bounds=bounds, options=options)
+    return _fit(cells, math.exp(result.x[0]), math.exp(result.x[1]), warm.get("coef"))
+
+
+def _scale_posterior(cells: _Cells) -> tuple[list[_Laplace], np.ndarray]:
+    """Fits over a grid of phrasing-effect scales, with their posterior weights.
+
+    The document scale is set by maximum evidence (hundreds of documents pin it down); the
+    phrasing scale is not (a few dozen phrasings with a few cells each), so the estimate
+    integrates over it: a uniform prior on the scale (Gelman 2006) times the evidence, on a
+    coarse log grid and then a fine one over where the coarse one puts its weight.
+    """
+    best = _max_evidence(cells)
+    top = min(_MAX_SD, max(3.0, 3.0 * best.phrasing_sd))
+
+    def weigh(grid: np.ndarray, start: np.ndarray) -> tuple[list[_Laplace], np.ndarray]:
+        fits: list[_Laplace] = []
+        coef = start
+        for sd in grid:
+            fits.append(_fit(cells, float(sd), best.document_sd, coef))
+            coef = fits[-1].coef
+        log_w = np.array([f.log_evidence for f in fits]) + np.log(grid)  # a log grid: d(sd) = sd d(log sd)
+        if not np.isfinite(log_w.max()):
+            log_w = np.log(grid)  # no usable evidence anywhere: the prior alone
+        weights = np.exp(log_w - log_w.max())
+        return fits, weights / weights.sum()
+
+    coarse = np.exp(np.linspace(math.log(_MIN_SD), math.log(top), _SCALE_GRID // 2))
+    fits, weights = weigh(coarse, best.coef)
+    cdf = np.cumsum(weights)
+    low = coarse[max(int(np.searchsorted(cdf, 1e-3)) - 1, 0)]
+    high = coarse[min(int(np.searchsorted(cdf, 1 - 1e-3)) + 1, coarse.size - 1)]
+    start = fits[max(int(np.searchsorted(cdf, 1e-3)) - 1, 0)].coef
+    return weigh(np.exp(np.linspace(math.log(low), math.log(high), _SCALE_GRID)), start)
+
+
+def _phrasing_logits(cells: _Cells, coef: np.ndarray) -> np.ndarray:
+    """Intercept + phrasing effect (+ covariates) of every phrasing: (P, B) for ``coef`` (K, B)."""
+    n_p, k_p = cells.n_p, cells.zp.shape[1]
+    logits = coef[0] + coef[1 : 1 + n_p]
+    if k_p:
+        logits = logits + cells.zp @ coef[1 + n_p : 1 + n_p + k_p]
+    return logits
+
+
+def _document_offsets(cells: _Cells, coef: np.ndarray) -> np.ndarray:
+    """The document covariates' part of every document's logit: (D, B), zeros without them."""
+    k_p, k_d = cells.zp.shape[1], cells.zd.shape[1]
+    if not k_d:
+        return np.zeros((cells.n_d, coef.shape[1]))
+    return cells.zd @ coef[1 + cells.n_p + k_p :]
 
 
 @dataclass(frozen=True, eq=False)
 class CellModel:
-    """A fitted phrasing + document model.
+    """A fitted phrasing + document model (at the prior scales of maximum evidence).
 
     Attributes:
-        probabilities: predicted score of every cell (P x D).
-        phrasing_penalty: the L2 strength chosen for the phrasing effects.
-        document_penalty: the L2 strength chosen for the document effects.
+        probabilities: posterior mean score of every cell (P x D).
+        phrasing_penalty: the L2 strength chosen for the phrasing effects (1 / prior variance).
+        document_penalty: the same for the document effects.
     """
 
     probabilities: np.ndarray
     phrasing_penalty: float
     document_penalty: float
     coefficients: np.ndarray = field(repr=False)
-
-
-def _posterior_variances(design: _Design, coef: np.ndarray, penalties: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Laplace approximation of each coefficient's posterior variance: (K, B).
-
-    The Hessian's diagonal, less for each phrasing (document) effect what the documents
-    (phrasings) it shares cells with absorb: one step of block elimination, so an effect
-    seen only beside poorly known effects is not taken as better known than it is.
-    """
-    eta = design.features @ coef
-    curvature = weights * expit(eta) * (1.0 - expit(eta))  # (cells, B)
-    precision = np.asarray(design.features.power(2).T @ curvature) + penalties
-    groups = design.groups
-    phr, doc = np.flatnonzero(groups == 1), np.flatnonzero(groups == 2)
-    if phr.size and doc.size:
-        p_col, d_col = phr[design.rows], doc[design.cols]
-        shared_p = np.zeros_like(precision)
-        shared_d = np.zeros_like(precision)
-        np.add.at(shared_p, p_col, curvature**2 / precision[d_col])
-        np.add.at(shared_d, d_col, curvature**2 / precision[p_col])
-        precision = precision - shared_p - shared_d
-    return 1.0 / np.maximum(precision, 1e-12)
-
-
-def _fit_empirical_bayes(
-    design: _Design, targets: np.ndarray, weights: np.ndarray, start: tuple[float, float] = (4.0, 0.5), rounds: int = _EB_ROUNDS
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Fit with the phrasing and document penalties set by empirical Bayes.
-
-    The effects are treated as Gaussian random effects: each round refits (warm-started) and
-    sets each prior variance to the mean of ``effect**2 + posterior variance`` (the EM update
-    under the Laplace approximation, as in MacKay's evidence framework).
-
-    Returns:
-        (coefficients (K, B), penalties (K, B), posterior variances (K, B)).
-    """
-    n_members = targets.shape[1]
-    phr, doc = design.groups == 1, design.groups == 2
-    lam = np.tile(np.array([[start[0]], [start[1]]]), (1, n_members))  # (2, B)
-    coef: np.ndarray | None = None
-    for _ in range(rounds):
-        penalties = _penalty_matrix(design.groups, [tuple(pair) for pair in lam.T])
-        coef = _fit_batch(design, targets, weights, penalties, coef)
-        var = _posterior_variances(design, coef, penalties, weights)
-        for row, mask in ((0, phr), (1, doc)):
-            if mask.any():
-                second = np.mean(coef[mask] ** 2 + var[mask], axis=0)
-                lam[row] = np.clip(1.0 / np.maximum(second, 1e-9), _MIN_PENALTY, _MAX_PENALTY)
-    penalties = _penalty_matrix(design.groups, [tuple(pair) for pair in lam.T])
-    coef = _fit_batch(design, targets, weights, penalties, coef)
-    return coef, penalties, _posterior_variances(design, coef, penalties, weights)
-
-
-class _Fit(NamedTuple):
-    design: _Design
-    coef: np.ndarray  # (K, 1)
-    penalties: np.ndarray  # (K, 1)
-    variances: np.ndarray  # (K, 1)
-    zp: np.ndarray
-    zd: np.ndarray
-
-
-def _fit_point(matrix: PartialMatrix, zp_raw: np.ndarray | None, zd_raw: np.ndarray | None) -> _Fit:
-    n_p, n_d = matrix.shape
-    rows, cols = np.nonzero(matrix.observed)
-    if rows.size == 0:
-        raise ValueError("no scored cell to fit; score at least one cell per phrasing and document")
-    zp, zd = _standardise(zp_raw, n_p), _standardise(zd_raw, n_d)
-    design = _design(rows, cols, n_p, n_d, zp, zd)
-    y = matrix.values[rows, cols]
-    coef, penalties, variances = _fit_empirical_bayes(design, y[:, None], np.ones((y.size, 1)))
-    return _Fit(design, coef, penalties, variances, zp, zd)
 
 
 def fit_cell_model(
@@ -371,11 +410,16 @@ def fit_cell_model(
     Raises:
         ValueError: a matrix without a scored cell.
     """
-    n_p, n_d = matrix.shape
-    fit = _fit_point(matrix, phrasing_covariates, document_covariates)
-    prob = expit(_predict(fit.coef, n_p, n_d, fit.zp, fit.zd))[0]
-    groups = fit.design.groups
-    return CellModel(prob, float(fit.penalties[groups == 1, 0][0]), float(fit.penalties[groups == 2, 0][0]), fit.coef)
+    cells = _Cells(matrix, phrasing_covariates, document_covariates)
+    best = _max_evidence(cells)
+    _, posterior = cells.node_posteriors(best.coef, best.document_sd)
+    beta = best.document_sd * _NODES
+    logits = (
+        _phrasing_logits(cells, best.coef[:, None])[:, 0][:, None, None]
+        + (_document_offsets(cells, best.coef[:, None])[:, 0][:, None] + beta[None, :])[None]
+    )
+    prob = np.einsum("pdq,dq->pd", expit(logits), posterior)
+    return CellModel(prob, best.phrasing_sd**-2, best.document_sd**-2, best.coef)
 
 
 # --- estimates with intervals ---------------------------------------------------------------
@@ -393,7 +437,7 @@ class BudgetEstimate:
         scored_cells: cells with a score.
         target_cells: cells a full run has.
         level: the CIs' confidence level.
-        n_boot: bootstrap replicates behind the CIs.
+        n_boot: posterior draws (model) or bootstrap replicates (sampled mean) behind the CIs.
         details: how the estimate was made (penalties chosen, CI method).
     """
 
@@ -420,77 +464,85 @@ def _row_means(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return np.where(counts > 0, sums / np.maximum(counts, 1), math.nan)
 
 
-def _imputed_scores(observed_values: np.ndarray, observed: np.ndarray, prob: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Per phrasing: mean over target cells of the score where observed, else the prediction."""
-    filled = np.where(observed, np.nan_to_num(observed_values), prob)
-    return _row_means(filled, target | observed)
+def _cholesky(precision: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factor of a precision matrix, its eigenvalues floored if it is not
+    numerically positive definite."""
+    try:
+        return np.asarray(linalg.cholesky(precision, lower=True))
+    except linalg.LinAlgError:
+        values, vectors = np.linalg.eigh((precision + precision.T) / 2.0)
+        floor = max(float(values.max()), 1.0) * 1e-9
+        return np.asarray(linalg.cholesky((vectors * np.maximum(values, floor)) @ vectors.T, lower=True))
 
 
-def _intervals_from_errors(point: np.ndarray, errors: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
-    alpha = (1.0 - level) / 2.0
-    lo_err, hi_err = np.nanpercentile(errors, [100 * alpha, 100 * (1 - alpha)], axis=0)
-    return point - hi_err, point - lo_err
+class _Posterior(NamedTuple):
+    scores: np.ndarray  # (draws, P): each phrasing's full-run score
+    phrasing_sd: np.ndarray  # the grid of phrasing-effect scales
+    weights: np.ndarray  # their posterior weights
+    document_sd: float
 
 
-def _spread_factor(scores: np.ndarray, error_variance: float) -> float:
-    """How much to widen estimates so their variance is theirs plus their error variance."""
-    var = float(np.var(scores))
-    if not var > 0 or not math.isfinite(error_variance):
-        return 1.0
-    return math.sqrt(1.0 + error_variance / var)
+def _posterior_scores(matrix: PartialMatrix, cells: _Cells, n_draws: int, rng: np.random.Generator) -> _Posterior:
+    """Draws of every phrasing's full-run score, and the posterior of the phrasing scale.
 
-
-def _widen(scores: np.ndarray, factor: float) -> np.ndarray:
-    """Scores moved away from their mean (along the last axis) by ``factor``, kept in [0, 1]."""
-    centre = scores.mean(axis=-1, keepdims=True)
-    return np.clip(centre + factor * (scores - centre), 0.0, 1.0)
+    Each draw takes a phrasing scale from its grid posterior, the fixed part from that fit's
+    Laplace posterior, each document's effect from its posterior over the quadrature nodes,
+    and then the full run: scored cells as scored, every other cell of the target its
+    probability plus Bernoulli noise (summed over a phrasing's cells as a normal with the
+    summed variance; fractional scores vary less, so this is conservative).
+    """
+    n_p, n_d = matrix.shape
+    observed = matrix.observed
+    target = matrix.target | observed
+    unscored_f = (target & ~observed).astype(float)
+    observed_sum = np.where(observed, np.nan_to_num(matrix.values), 0.0).sum(axis=1)
+    n_target = np.maximum(target.sum(axis=1), 1)
+    fits, weights = _scale_posterior(cells)
+    counts = rng.multinomial(n_draws, weights)
+    n_nodes = _NODES.size
+    chunk = max(1, min(4_000_000 // max(n_p * n_d, 1), 4_000_000 // max(cells.y.size * n_nodes, 1)))
+    out = []
+    for fit, m in zip(fits, counts.tolist(), strict=True):
+        if m == 0:
+            continue
+        chol = _cholesky(fit.hessian)
+        coefs = fit.coef[:, None] + linalg.solve_triangular(chol.T, rng.standard_normal((cells.n_coef, m)), lower=False)
+        for start in range(0, m, chunk):
+            coef = coefs[:, start : start + chunk]
+            k = coef.shape[1]
+            eta = (cells.features @ coef)[:, :, None] + fit.document_sd * _NODES
+            per_doc = cells.by_document @ (cells.y[:, None, None] * eta - np.logaddexp(0.0, eta)).reshape(cells.y.size, -1)
+            log_post = per_doc.reshape(n_d, k, n_nodes) + _LOG_NODE_WEIGHTS
+            post = np.exp(log_post - special.logsumexp(log_post, axis=2, keepdims=True))
+            node = np.minimum((np.cumsum(post, axis=2) < rng.random((n_d, k, 1))).sum(axis=2), n_nodes - 1)
+            beta = (fit.document_sd * _NODES[node] + _document_offsets(cells, coef)).T  # (k, D)
+            prob = expit(_phrasing_logits(cells, coef).T[:, :, None] + beta[:, None, :])
+            mean = np.einsum("kpd,pd->kp", prob, unscored_f)
+            var = mean - np.einsum("kpd,pd->kp", prob * prob, unscored_f)
+            total = observed_sum + mean + np.sqrt(np.maximum(var, 0.0)) * rng.standard_normal(mean.shape)
+            out.append(np.clip(total / n_target, 0.0, 1.0))
+    return _Posterior(np.concatenate(out), np.array([f.phrasing_sd for f in fits]), weights, fits[0].document_sd)
 
 
 def _model_estimate(
-    matrix: PartialMatrix, n_boot: int, seed: int, level: float, zp_raw: np.ndarray | None, zd_raw: np.ndarray | None
+    matrix: PartialMatrix, n_draws: int, seed: int, level: float, zp_raw: np.ndarray | None, zd_raw: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, str]]:
-    n_p, n_d = matrix.shape
-    observed = matrix.observed
-    fit = _fit_point(matrix, zp_raw, zd_raw)
-    design, rows, cols = fit.design, fit.design.rows, fit.design.cols
-    prob = expit(_predict(fit.coef, n_p, n_d, fit.zp, fit.zd))[0]
-    target = matrix.target | observed
-    point_scores = _imputed_scores(matrix.values, observed, prob, matrix.target)
-    # Bootstrap of the error: worlds drawn from the fit's approximate posterior (so their
-    # phrasing spread is as wide as the fit believes, shrinkage included), complete matrices
-    # drawn from each world, scored on the same cells, and re-estimated.
-    rng = np.random.default_rng([seed, n_p, n_d, rows.size])
-    random_effect = (design.groups == 1) | (design.groups == 2)
-    est_reps = np.empty((n_boot, n_p))
-    truth_reps = np.empty((n_boot, n_p))
-    chunk = max(1, min(n_boot, 4_000_000 // max(n_p * n_d, 1)))
-    for start in range(0, n_boot, chunk):
-        size = min(chunk, n_boot - start)
-        worlds = fit.coef + np.where(random_effect[:, None], np.sqrt(fit.variances), 0.0) * rng.standard_normal((fit.coef.shape[0], size))
-        sims = (rng.random((size, n_p, n_d)) < expit(_predict(worlds, n_p, n_d, fit.zp, fit.zd))).astype(float)
-        y_sim = sims[:, rows, cols].T  # (cells, size)
-        penalties = np.repeat(fit.penalties, size, axis=1)
-        coef_sim = _fit_batch(design, y_sim, np.ones_like(y_sim), penalties, np.repeat(fit.coef, size, axis=1))
-        prob_sim = expit(_predict(coef_sim, n_p, n_d, fit.zp, fit.zd))
-        truth_reps[start : start + size] = _row_means(sims, np.broadcast_to(target, sims.shape))
-        est_reps[start : start + size] = _imputed_scores(
-            sims, np.broadcast_to(observed, sims.shape), prob_sim, np.broadcast_to(matrix.target, sims.shape)
-        )
-    # Shrunken estimates are under-dispersed: their spread is the true spread less their error
-    # variance. Widening them around their mean to restore it (Louis 1984's constrained Bayes)
-    # before taking the across-phrasing statistics removes most of the quantiles' shrinkage bias.
-    spread = _spread_factor(point_scores, np.nanmean(np.nanvar(est_reps - truth_reps, axis=0)))
-    point = np.concatenate([point_scores, across_statistics(_widen(point_scores, spread))])
-    errors = np.concatenate([est_reps, across_statistics(_widen(est_reps, spread))], axis=1) - np.concatenate(
-        [truth_reps, across_statistics(truth_reps)], axis=1
-    )
-    low, high = _intervals_from_errors(point, errors, level)
-    groups = design.groups
-    lp, ld = float(fit.penalties[groups == 1, 0][0]), float(fit.penalties[groups == 2, 0][0])
+    cells = _Cells(matrix, zp_raw, zd_raw)
+    rng = np.random.default_rng([seed, *matrix.shape, cells.y.size])
+    posterior = _posterior_scores(matrix, cells, n_draws, rng)
+    draws = np.concatenate([posterior.scores, across_statistics(posterior.scores)], axis=1)
+    alpha = (1.0 - level) / 2.0
+    low, high = np.percentile(draws, [100 * alpha, 100 * (1 - alpha)], axis=0)
+    point = np.median(draws, axis=0)
+    grid, cdf = posterior.phrasing_sd, np.cumsum(posterior.weights)
+    sd_low, sd_mid, sd_high = (float(grid[min(int(np.searchsorted(cdf, q)), grid.size - 1)]) for q in (alpha, 0.5, 1 - alpha))
+    covariates = cells.zp.shape[1] + cells.zd.shape[1]
     details = {
-        "model": "logistic phrasing + document effects" + (" + covariates" if fit.zp.shape[1] + fit.zd.shape[1] else ""),
-        "penalties": f"prior sd {lp**-0.5:.3g} on phrasing effects, {ld**-0.5:.3g} on document effects (empirical Bayes)",
-        "ci": "bootstrap of the estimator's error against full matrices drawn from the fit",
+        "model": "logistic phrasing + document effects" + (" + covariates" if covariates else ""),
+        "penalties": f"phrasing effects' sd {sd_mid:.3g} logits ({level:.0%}: {sd_low:.3g}-{sd_high:.3g}), integrated over; "
+        f"document effects' sd {posterior.document_sd:.3g} (maximum evidence)",
+        "ci": f"posterior quantiles ({n_draws} draws of the full run; document effects integrated by quadrature, "
+        "the rest by a Laplace approximation, the phrasing scale over a grid)",
     }
     return point, low, high, details
 
@@ -543,7 +595,7 @@ def estimate_budget(
     Args:
         matrix: the partly scored grid; every phrasing needs a scored cell.
         estimator: ``model`` (logistic phrasing + document model) or ``sampled-mean``.
-        n_boot: bootstrap replicates for the CIs.
+        n_boot: posterior draws (model) or bootstrap replicates (sampled mean) for the CIs.
         seed: seeds the folds and the bootstrap.
         level: the CIs' confidence level.
         phrasing_covariates: optional (P, k) phrasing features (``model`` only).

@@ -1,7 +1,9 @@
 """How well budgeted estimates recover a full run: subsample its matrix and compare.
 
 For each budget (a share of the full run's cells) and each repeat, cells are chosen by the
-same design as a budgeted run (:func:`harness.budget.allocate_cells`, a new seed per repeat),
+same design as a budgeted run (:func:`harness.budget.allocate_cells`, a new seed per repeat;
+with ``rounds``, a balanced start and that many adaptive rounds, each scored from the full run
+before the next is chosen),
 every estimator is applied to them, and its estimates are compared with the full run's values:
 each across-phrasing statistic, and each phrasing's score (pooled over phrasings as
 ``phrasing``). The summary per (budget, estimator, statistic) is the mean absolute error, the
@@ -16,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from harness.budget import BudgetError, allocate_cells, minimum_cells
+from harness.budget import BudgetError, adaptive_round, allocate_cells, minimum_cells, round_cells, start_cells
 from harness.stats.budget import ACROSS_STATISTICS, DEFAULT_BUDGET_BOOT, ESTIMATORS, PartialMatrix, across_statistics, estimate_budget
 
 #: Budgets checked unless asked otherwise (shares of the full run's cells).
@@ -79,6 +81,23 @@ def _summarise(
     return out
 
 
+def _design_cells(
+    matrix: PartialMatrix, cells_wanted: int, seed: int, available: set[tuple[str, str]], rounds: int
+) -> list[tuple[str, str]]:
+    """The cells a budgeted run would score: the balanced design, or its start plus adaptive
+    rounds that each see the full run's scores of the cells chosen before them."""
+    n_p, n_d = matrix.shape
+    start = start_cells(cells_wanted, n_p, n_d, rounds)
+    cells: list[tuple[str, str]] = list(allocate_cells(matrix.phrasings, matrix.documents, start, seed, available=available))
+    p_index = {p: i for i, p in enumerate(matrix.phrasings)}
+    d_index = {d: j for j, d in enumerate(matrix.documents)}
+    for k in range(1, rounds + 1):
+        size = round_cells(cells_wanted, len(cells), rounds - k + 1)
+        scored = {(p, d): float(matrix.values[p_index[p], d_index[d]]) for p, d in cells}
+        cells += adaptive_round(matrix.phrasings, matrix.documents, scored, size, seed, k, available=available, scale=1.0, exclude=cells)
+    return cells
+
+
 def check_budgets(
     matrix: PartialMatrix,
     task: str = "",
@@ -89,6 +108,7 @@ def check_budgets(
     estimators: Sequence[str] = ESTIMATORS,
     level: float = 0.95,
     progress: Callable[[int], None] | None = None,
+    rounds: int = 0,
 ) -> CheckResult:
     """Subsample a full run's matrix at several budgets and score each estimator against it.
 
@@ -102,6 +122,7 @@ def check_budgets(
         estimators: names from :data:`harness.stats.budget.ESTIMATORS`.
         level: the CIs' confidence level.
         progress: called with 1 after each (budget, repeat).
+        rounds: adaptive rounds after a balanced start (0: the balanced design alone).
 
     Returns:
         The summaries, and notes on budgets skipped (below one cell per phrasing and document).
@@ -131,7 +152,7 @@ def check_budgets(
         found: dict[str, dict[str, list[np.ndarray]]] = {e: {s: [] for s in CHECK_STATISTICS} for e in estimators}
         for r in range(repeats):
             try:
-                cells = allocate_cells(matrix.phrasings, matrix.documents, cells_wanted, seed + r, available=available)
+                cells = _design_cells(matrix, cells_wanted, seed + r, available, rounds)
             except BudgetError as exc:
                 notes.append(f"{task}: budget {budget:.0%}: {exc}")
                 break
