@@ -389,10 +389,11 @@ def data_fetch(names: tuple[str, ...], hub: bool) -> None:
 # --------------------------------------------------------------------------- run
 
 
-def _progress_bar(desc: str) -> Any:
+def _progress_bar(desc: str, unit: str = "sample", leave: bool = True) -> Any:
+    """A tqdm bar on stderr as an ``update(done, total)`` callable (with ``.close()``)."""
     from tqdm import tqdm
 
-    bar = tqdm(total=0, desc=desc, unit="sample", dynamic_ncols=True, file=sys.stderr)
+    bar = tqdm(total=0, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr, leave=leave)
 
     def update(done: int, total: int) -> None:
         bar.total = total

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -51,17 +50,9 @@ def _seeds(text: str) -> tuple[int, ...]:
 
 
 def _progress_bar(desc: str) -> Any:
-    from tqdm import tqdm
+    from harness.cli import _progress_bar as bar  # imported here: harness.cli imports this module
 
-    bar = tqdm(total=0, desc=desc, dynamic_ncols=True, file=sys.stderr, leave=False)
-
-    def update(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-
-    update.close = bar.close  # type: ignore[attr-defined]
-    return update
+    return bar(desc, unit="it", leave=False)
 
 
 #: CLI option -> StudySettings field, for options that map one to one.

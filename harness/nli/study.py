@@ -33,7 +33,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import resource
 import shutil
 import sys
 import time
@@ -45,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.nli.examples import LABELS3, Example, NLIStudyError, read_examples, write_examples
+from harness.tune.train import _peak_memory_mib
 
 STUDY_FILE = "study.json"
 DONE = ".done"
@@ -330,11 +330,6 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _peak_rss_mib() -> float:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024, 1)
-
-
 def is_done(stage_dir: Path) -> bool:
     return (stage_dir / DONE).is_file()
 
@@ -382,7 +377,8 @@ class StageRunner:
         from harness.results import utc_now
 
         seconds = round(time.monotonic() - began, 1)
-        _write_json(stage_dir / DONE, {"stage": key, "finished": utc_now(), "seconds": seconds, "peak_rss_mib": _peak_rss_mib(), **facts})
+        done = {"stage": key, "finished": utc_now(), "seconds": seconds, "peak_rss_mib": _peak_memory_mib(), **facts}
+        _write_json(stage_dir / DONE, done)
         self.ran.append(key)
         self.note(f"{label}: done in {seconds:.0f} s")
         return stage_dir

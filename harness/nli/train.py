@@ -156,12 +156,6 @@ def export_chat_jsonl(
     return len(rows)
 
 
-def _dtype_name(requested: str) -> str:
-    from harness.tune.train import _dtype_name as tune_dtype
-
-    return tune_dtype(requested)
-
-
 class _Encoded(NamedTuple):
     tokens: list[int]
     answer: list[int]
@@ -272,6 +266,8 @@ def finetune_lora(
     base_info = resolve_base_model(base)
     chosen = {e.id: e for e in training_phrasings(registry, phrasings)}
     assigned = assign_phrasings(examples, list(chosen), seed)
+    from harness.tune.train import _dtype_name
+
     dtype_name = _dtype_name(dtype)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     began = time.monotonic()
