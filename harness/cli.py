@@ -977,8 +977,8 @@ def _bench_tasks(task_sel: tuple[str, ...]) -> list[str]:
     "--estimator",
     "estimators",
     multiple=True,
-    type=click.Choice(["model", "sampled-mean"]),
-    help="Estimators to check (default: both).",
+    type=click.Choice(["model", "model-strata", "sampled-mean"]),
+    help="Estimators to check (default: model and sampled-mean, and model-strata where the documents' right options are known).",
 )
 @click.option(
     "--rounds",
@@ -1004,7 +1004,6 @@ def budget_check(
     trust a budgeted run.
     """
     from harness.report.budget_check import run_budget_check
-    from harness.stats.budget import ESTIMATORS
 
     try:
         shares = [float(b) / 100.0 for b in budgets.split(",") if b.strip()]
@@ -1014,7 +1013,7 @@ def budget_check(
         raise UserError(f"--budgets {budgets!r}: each budget must be a percentage in (0, 100]")
     # Unreadable sources raise ImportProblem / RunError, which the group prints as one line.
     paths, notes = run_budget_check(
-        list(sources), out, shares, repeats, n_boot, seed, estimators or ESTIMATORS, show_progress=sys.stderr.isatty(), rounds=rounds
+        list(sources), out, shares, repeats, n_boot, seed, estimators or None, show_progress=sys.stderr.isatty(), rounds=rounds
     )
     for note in notes:
         click.echo(f"note: {note}", err=True)

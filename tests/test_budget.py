@@ -29,9 +29,11 @@ from harness.cli import main
 from harness.stats.budget import (
     ACROSS_STATISTICS,
     MODEL,
+    MODEL_STRATA,
     SAMPLED_MEAN,
     PartialMatrix,
     across_statistics,
+    document_strata,
     estimate_budget,
     fit_cell_model,
     matrix_from_phrasings,
@@ -258,6 +260,59 @@ def test_phrasing_covariates_sharpen_the_estimates() -> None:
     assert "covariates" in informed.details["model"]
 
 
+def _label_biased(seed: int, n_p: int = 12, n_d: int = 240) -> tuple[PartialMatrix, np.ndarray]:
+    """Two-option documents (stratum = the right option); half the phrasings always answer the
+    first option (right exactly on stratum 0), the rest follow the logistic model."""
+    rng = np.random.default_rng(seed)
+    strata = (rng.random(n_d) < 0.4).astype(int)
+    theta = rng.normal(0.0, 0.5, n_p)
+    beta = rng.normal(0.0, 1.0, n_d)
+    values = (rng.random((n_p, n_d)) < expit(theta[:, None] + beta[None, :])).astype(float)
+    values[: n_p // 2] = (strata == 0).astype(float)[None, :]
+    return PartialMatrix(tuple(ids("p", n_p)), tuple(ids("d", n_d)), values, np.ones((n_p, n_d), dtype=bool)), strata
+
+
+def test_strata_of_the_right_option_pin_down_a_phrasing_that_always_answers_the_first() -> None:
+    matrix, strata = _label_biased(3)
+    sub = matrix.subsample(allocate_cells(matrix.phrasings, matrix.documents, 360, seed=1))
+    full = matrix.full_scores()
+    whole = estimate_budget(sub, MODEL, n_boot=200, seed=0)
+    split = estimate_budget(sub, MODEL_STRATA, n_boot=200, seed=0, strata=strata)
+    assert "per stratum of documents (2 strata)" in split.details["model"]
+    assert "stratum" not in whole.details["model"]
+    biased = range(len(matrix.phrasings) // 2)
+    # A first-option phrasing's score is the share of documents whose answer is the first
+    # option, known from the documents: the split estimate finds it (its CI stays wide: a
+    # logit shift under a normal prior cannot say "right on every document").
+    for i in biased:
+        iv = split.phrasing_scores[i]
+        assert abs(iv.value - full[i]) < 0.01 and iv.low <= full[i] <= iv.high
+    err = lambda r: np.mean([abs(r.phrasing_scores[i].value - full[i]) for i in biased])  # noqa: E731
+    assert err(split) < err(whole) / 5
+
+
+def test_strata_too_thin_to_fit_fall_back_to_one_fit_and_bad_strata_are_refused() -> None:
+    matrix, strata = _label_biased(4, n_p=6, n_d=60)
+    thin = np.zeros(60, dtype=int)
+    thin[:2] = 1  # a stratum of two documents: fewer scored cells than phrasings
+    sub = matrix.subsample(allocate_cells(matrix.phrasings, matrix.documents, 60, seed=0))
+    result = estimate_budget(sub, MODEL_STRATA, n_boot=20, seed=0, strata=thin)
+    assert "stratum" not in result.details["model"]
+    assert np.allclose(
+        [iv.value for iv in result.phrasing_scores], [iv.value for iv in estimate_budget(sub, MODEL, n_boot=20, seed=0).phrasing_scores]
+    )
+    with pytest.raises(ValueError, match="one label per document"):
+        estimate_budget(sub, MODEL_STRATA, n_boot=20, seed=0, strata=strata[:10])
+    with pytest.raises(ValueError, match="needs strata"):
+        estimate_budget(sub, MODEL_STRATA, n_boot=20, seed=0)
+
+
+def test_document_strata_need_every_document_and_two_labels() -> None:
+    assert document_strata({"a": 0, "b": 1}, ["a", "b"]).tolist() == [0, 1]  # type: ignore[union-attr]
+    assert document_strata({"a": 0, "b": 0}, ["a", "b"]) is None
+    assert document_strata({"a": 0}, ["a", "b"]) is None
+
+
 def test_a_phrasing_without_a_scored_cell_is_refused() -> None:
     matrix, _ = synthetic(0, n_p=4, n_d=10)
     sub = matrix.subsample([(p, "d000") for p in matrix.phrasings[:3]])
@@ -363,6 +418,8 @@ def test_budget_check_cli_on_a_run_folder(cache: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader((out / "budget_check.csv").open()))
     assert {r["task"] for r in rows} == {"bbl.strategyqa"}
-    full = [r for r in rows if r["budget"] == "1" and r["estimator"] == MODEL]
-    # At 100% the estimate is the full run itself.
+    # A multiple-choice run knows each document's right option, so the per-stratum model is
+    # checked beside the others; at 100% every estimate is the full run itself.
+    assert {r["estimator"] for r in rows} == {MODEL, MODEL_STRATA, SAMPLED_MEAN}
+    full = [r for r in rows if r["budget"] == "1" and r["estimator"] in (MODEL, MODEL_STRATA)]
     assert full and all(float(r["mean_abs_error"]) < 1e-9 for r in full)

@@ -138,7 +138,7 @@ def test_import_folder_round_trips_per_document_results(tmp_path: Path) -> None:
     src = write(
         tmp_path / "docs.csv",
         "model,task,instruction_id,status,seen,doc_id,correct,score,text\n"
-        "m,t.a,p1,observed,false,d1,1,0.75,\"Say, \"\"yes\"\"\nor no\"\n"
+        'm,t.a,p1,observed,false,d1,1,0.75,"Say, ""yes""\nor no"\n'
         "m,t.a,p1,observed,false,d2,0,,\n"
         "m,t.a,p2,unobserved,false,d1,,,\n"
         "m,t.a,p2,unobserved,false,d2,1,nan,\n",
@@ -250,7 +250,9 @@ def one_line_refusal(*args: str) -> str:
 
 def test_non_utf8_csv_is_refused_with_its_line(tmp_path: Path) -> None:
     src = tmp_path / "latin1.csv"
-    src.write_bytes("model,task,instruction_id,status,score,n\nm,t.a,p1,unobserved,0.5,10\nm,t.a,caf\u00e9,unobserved,0.6,10\n".encode("latin-1"))
+    src.write_bytes(
+        "model,task,instruction_id,status,score,n\nm,t.a,p1,unobserved,0.5,10\nm,t.a,caf\u00e9,unobserved,0.6,10\n".encode("latin-1")
+    )
     line = one_line_refusal("report", "--import", str(src), "--out", str(tmp_path / "r"), "--no-html")
     assert "latin1.csv:3: not UTF-8" in line and "iconv" in line
     jsonl = tmp_path / "samples_t_2024-01-01T00-00-00.1.jsonl"

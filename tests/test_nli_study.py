@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +71,7 @@ class Fakes:
     """Fake model calls that record what they were asked and write what the real ones write."""
 
     calls: list[tuple[str, str]] = field(default_factory=list)
+    voters: list[str | None] = field(default_factory=list)
     fail_on: str | None = None
     suite: FakeSuite = field(default_factory=FakeSuite)
 
@@ -85,10 +87,12 @@ class Fakes:
     def evaluate(self, spec: str, sets: list[NLISet], folder: Path, settings: StudySettings, say: Any, progress: Any) -> dict[str, Any]:
         self.calls.append(("evaluate", spec))
         (folder / "runs").mkdir(exist_ok=True)
+        # Scores keyed on the spec without the temporary folder, so they are the same in every run.
+        key = re.sub(r"peft=.*/(?=seed-\d+/)", "peft=", spec)
         out: dict[str, Any] = {}
         for s in sets:
             out[s.name] = {
-                p: {f"d{d}": float(_score(spec, s.name, p, d) % 100 < 100 * LEVEL[s.name]) for d in range(settings.limit)}
+                p: {f"d{d}": float(_score(key, s.name, p, d) % 100 < 100 * LEVEL[s.name]) for d in range(settings.limit)}
                 for p in ("nli3.w01", "nli3.w02")
             }
         return out
@@ -108,6 +112,7 @@ class Fakes:
 
     def generate_synthetic(self, model: str, variant: str, counts: dict[str, int], *, log_path: Path, **kwargs: Any) -> list[Example]:
         self.calls.append(("generate", variant))
+        self.voters.append(kwargs.get("voter"))
         log_path.write_text('{"attempt": 0}\n')
         return [
             Example(
@@ -179,6 +184,29 @@ def test_the_whole_study_runs_and_a_second_run_skips_every_stage(tmp_path: Path)
     again = Fakes()
     _run(out, again)
     assert again.calls == []
+
+
+@pytest.mark.parametrize(
+    ("voter", "expected"),
+    [
+        ("model", [None, None]),
+        ("baseline", ["seed-1/baseline/train/adapter", "seed-2/baseline/train/adapter"]),
+        ("hf:pretrained=/v", ["hf:pretrained=/v"] * 2),
+    ],
+)
+def test_the_voter_setting_picks_who_votes_on_synthetic_examples(tmp_path: Path, voter: str, expected: list[str | None]) -> None:
+    from dataclasses import replace
+
+    fakes = Fakes()
+    _run(tmp_path / "study", fakes, replace(SMALL, strategies=(), voter=voter))
+    assert len(fakes.voters) == 2
+    for got, want in zip(fakes.voters, expected, strict=True):
+        if want is None or want.startswith("hf:"):
+            assert got == want
+        else:
+            assert got is not None and got.startswith("irh-fast:pretrained=/fake/base,peft=") and got.endswith(want)
+    text = (tmp_path / "study" / "report.md").read_text()
+    assert "few-shot votes by" in text
 
 
 def test_a_stage_killed_mid_write_is_redone_and_nothing_before_it(tmp_path: Path) -> None:

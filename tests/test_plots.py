@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.report.chance import chance_from_rows, document_chance
+from harness.report.chance import answer_strata_from_rows, chance_from_rows, document_chance
 from harness.report.plots import heatmap_figure, model_line_figures, shared_phrasings, strip_figures
 from harness.results import SampleRow
 from harness.stats.compare import ModelResults, compare_models
@@ -54,6 +54,19 @@ def test_chance_is_the_expected_score_of_a_random_option_averaged_over_documents
         row("gen", "a", "d1", []),  # generated answers have no chance score
     ]
     assert chance_from_rows(rows) == {"mc": pytest.approx((0.25 + 0.5) / 2)}
+
+
+def test_answer_strata_are_each_documents_single_right_option() -> None:
+    rows = [
+        row("mc", "a", "d1", [0, 0, 1, 0]),
+        row("mc", "b", "d1", [0, 0, 1, 0]),
+        row("mc", "a", "d2", [1, 0]),
+        row("mc", "a", "d3", [1, 1, 0]),  # two best options: no stratum
+        row("gen", "a", "d1", []),
+        row("clash", "a", "d1", [1, 0]),
+        row("clash", "b", "d1", [0, 1]),  # phrasings disagree on the right option: no strata for the task
+    ]
+    assert answer_strata_from_rows(rows) == {"mc": {"d1": 2, "d2": 0}}
 
 
 def test_strip_legend_sits_outside_the_axes_and_names_only_what_is_drawn() -> None:

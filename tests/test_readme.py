@@ -87,9 +87,7 @@ def build_promptsource_sdist(path: Path) -> Path:
 
 
 @pytest.fixture()
-def readme_env(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fixture_packages: dict[str, Path], tiny_model: Path
-) -> dict[str, Any]:
+def readme_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fixture_packages: dict[str, Path], tiny_model: Path) -> dict[str, Any]:
     """A fresh cache whose source packages are the fixtures, in a fresh working folder."""
     from harness.data import catalog
     from harness.importers import promptsource

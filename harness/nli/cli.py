@@ -73,6 +73,7 @@ _FIELDS = {
     "eval_seed": "eval_seed",
     "synthetic_attempts": "synthetic_attempts",
     "votes": "votes",
+    "voter": "voter",
     "dtype": "dtype",
 }
 
@@ -172,6 +173,13 @@ _FIELDS = {
     default=DEFAULTS.votes,
     show_default=True,
     help="Few-shot label votes a synthetic example must win unanimously (0: no vote).",
+)
+@click.option(
+    "--voter",
+    default=DEFAULTS.voter,
+    show_default=True,
+    help="Who votes on synthetic examples: model (the generator, as the study), baseline (the seed's baseline fine-tune) "
+    "or an irh --model spec.",
 )
 @click.option("--dtype", type=click.Choice(["bfloat16", "float32"]), default=None, help="Default: bfloat16 where the CPU supports it.")
 @click.option("--no-untuned", is_flag=True, help="Skip the un-tuned model's reference evaluation.")

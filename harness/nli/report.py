@@ -288,6 +288,17 @@ def _table(header: Sequence[str], lines: Sequence[Sequence[str]], align: str = "
     return out
 
 
+def _synthetic_line(st: Mapping[str, Any]) -> str:
+    if not st.get("synthetic"):
+        return ""
+    voter = st.get("voter", "model")
+    who = {"model": "the generating (un-tuned) model", "baseline": "the seed's baseline fine-tune"}.get(voter, f"`{voter}`")
+    return (
+        f" Synthetic data: at most {st['synthetic_attempts']} generations per variant and seed, an example kept when "
+        f"{st['votes']} few-shot votes by {who} all give its intended label."
+    )
+
+
 def render_markdown(results: StudyResults, rows: Sequence[Row], groups: Mapping[str, str], out: Path) -> str:
     st = results.settings
     index = {(r.variant, r.measure): r for r in rows}
@@ -301,7 +312,7 @@ def render_markdown(results: StudyResults, rows: Sequence[Row], groups: Mapping[
         f"{st['candidates']} candidate pool examples per seed to select from; "
         f"LoRA r = {st['lora_rank']}, {st['epochs']} epoch(s), lr {st['learning_rate']:g}, batch {st['batch_size']}; "
         f"evaluation: {st['limit']} documents per set x {st['max_instructions']} phrasings "
-        f"(seed {st['eval_seed']}, the same for every variant and seed).",
+        f"(seed {st['eval_seed']}, the same for every variant and seed)." + _synthetic_line(st),
         "",
         f"Command: `irh nli run --out {out} --resume` continues or reproduces this study; `irh nli report {out}` rewrites this report.",
         "",

@@ -95,6 +95,9 @@ class StudySettings:
     #: The most generations one synthetic variant may spend per seed.
     synthetic_attempts: int = 32
     votes: int = 8
+    #: Who votes on generated examples: "model" (the un-tuned model that generated them, as
+    #: the study did), "baseline" (this seed's baseline fine-tune) or an `irh --model` spec.
+    voter: str = "model"
     #: Model dtype for scoring and the training autocast (None: bfloat16 where supported).
     dtype: str | None = None
     #: Also evaluate the un-tuned model once, as a reference row.
@@ -524,6 +527,15 @@ class _Study:
     def dtype(self) -> str:
         return self.settings.dtype or self.hooks.dtype()
 
+    def voter_spec(self, seed: int) -> str | None:
+        """The model that votes on seed ``seed``'s generated examples (None: the generator)."""
+        voter = self.settings.voter
+        if voter == "model":
+            return None
+        if voter == "baseline":
+            return self.adapter_spec(self.out / _seed_dir(seed) / "baseline" / "train" / "adapter")
+        return voter
+
     def adapter_spec(self, adapter: Path) -> str:
         return f"irh-fast:pretrained={self.prepared.base},peft={adapter}"
 
@@ -635,6 +647,7 @@ class _Study:
                 log_path=folder / "generation.log.jsonl",
                 max_attempts=self.settings.synthetic_attempts,
                 votes=self.settings.votes,
+                voter=self.voter_spec(seed),
                 progress=(lambda done, total, kept: bar(done, total)) if bar else None,
             )
             _close(bar)

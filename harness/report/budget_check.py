@@ -6,7 +6,9 @@ import csv
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.stats.budget import ESTIMATORS, PartialMatrix, matrix_from_phrasings
+import numpy as np
+
+from harness.stats.budget import MODEL, MODEL_STRATA, SAMPLED_MEAN, PartialMatrix, document_strata, matrix_from_phrasings
 from harness.stats.budget_check import PHRASING, CheckRow, check_budgets
 
 CSV_NAME = "budget_check.csv"
@@ -113,14 +115,16 @@ def run_budget_check(
     repeats: int,
     n_boot: int,
     seed: int = 0,
-    estimators: Sequence[str] = ESTIMATORS,
+    estimators: Sequence[str] | None = None,
     level: float = 0.95,
     show_progress: bool = True,
     rounds: int = 0,
 ) -> tuple[list[Path], list[str]]:
     """Check budgeted estimation on full runs: run folders, import folders or import files.
 
-    Every task with at least two per-document phrasings is checked; with several models the
+    Every task with at least two per-document phrasings is checked, by ``estimators`` (default:
+    ``model`` and ``sampled-mean``, and ``model-strata`` on tasks whose documents' right
+    options are known: multiple-choice run folders); with several models the
     rows' task is ``model/task``.
 
     Returns:
@@ -136,7 +140,7 @@ def run_budget_check(
     from harness.stats.data import group_by_task
 
     sources = load_sources(list(paths))
-    jobs: list[tuple[str, PartialMatrix]] = []
+    jobs: list[tuple[str, PartialMatrix, np.ndarray | None]] = []
     notes: list[str] = []
     for source in sources:
         for task, phrasings in group_by_task(source.phrasings, source.tasks).items():
@@ -145,11 +149,16 @@ def run_budget_check(
             if len(per_doc) < 2:
                 notes.append(f"{name}: fewer than two phrasings with per-document scores; skipped")
                 continue
-            jobs.append((name, matrix_from_phrasings(per_doc)))
+            matrix = matrix_from_phrasings(per_doc)
+            strata = document_strata(source.answer_strata.get(task, {}), matrix.documents)
+            jobs.append((name, matrix, strata))
     rows: list[CheckRow] = []
     with tqdm(total=len(jobs) * len(budgets) * repeats, disable=not show_progress, desc="budget-check", unit="subsample") as bar:
-        for name, matrix in jobs:
-            result = check_budgets(matrix, name, budgets, repeats, n_boot, seed, estimators, level, progress=bar.update, rounds=rounds)
+        for name, matrix, strata in jobs:
+            chosen = list(estimators) if estimators else [MODEL, *([MODEL_STRATA] if strata is not None else []), SAMPLED_MEAN]
+            result = check_budgets(
+                matrix, name, budgets, repeats, n_boot, seed, chosen, level, progress=bar.update, rounds=rounds, strata=strata
+            )
             rows.extend(result.rows)
             notes.extend(result.notes)
     title = ", ".join(s.origin for s in sources) + (f" (balanced start + {rounds} adaptive rounds)" if rounds else "")

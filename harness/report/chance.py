@@ -32,3 +32,27 @@ def chance_from_rows(rows: Iterable[SampleRow]) -> dict[str, float]:
         if value is not None:
             per_doc.setdefault(row.task, {})[row.doc_id] = value
     return {task: sum(docs.values()) / len(docs) for task, docs in sorted(per_doc.items())}
+
+
+def answer_strata_from_rows(rows: Iterable[SampleRow]) -> dict[str, dict[str, int]]:
+    """Per task, each document's right option (the index of its single best option score).
+
+    Budgeted estimation fits its model per stratum of documents that share the right option's
+    position, so a phrasing that prefers one answer is estimated from the documents' known
+    answers rather than from chance. Documents with no single best option, and tasks whose
+    documents disagree between phrasings on it, are left out.
+    """
+    found: dict[str, dict[str, int]] = {}
+    broken: set[str] = set()
+    for row in rows:
+        scores = [float(v) for v in row.option_scores]
+        if not scores or row.task in broken:
+            continue
+        best = max(scores)
+        if math.isnan(best) or scores.count(best) != 1:
+            continue
+        index = scores.index(best)
+        known = found.setdefault(row.task, {})
+        if known.setdefault(row.doc_id, index) != index:
+            broken.add(row.task)
+    return {task: docs for task, docs in sorted(found.items()) if task not in broken}

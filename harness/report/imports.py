@@ -381,9 +381,7 @@ def read_lm_eval_samples(path: Path, options: ImportOptions | None = None) -> Re
         value = sample.get(metric)
         score = math.nan if value is None else _lm_eval_score(value)
         if score is None:
-            raise ImportProblem(
-                f"{path}:{line_no}: {metric} is {value!r}; lm-eval's {metric} is 0 or 1 per sample (null: no result)"
-            )
+            raise ImportProblem(f"{path}:{line_no}: {metric} is {value!r}; lm-eval's {metric} is 0 or 1 per sample (null: no result)")
         docs[str(sample["doc_id"])] = (score, _lm_eval_prompt(sample) if not docs else "")
     if not docs:
         raise ImportProblem(f"{path}: no samples")

@@ -9,7 +9,7 @@ import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.report.chance import chance_from_rows
+from harness.report.chance import answer_strata_from_rows, chance_from_rows
 from harness.results import RunManifest, SampleRow, iter_samples, read_manifest
 from harness.stats.data import PhrasingResults, TaskInfo, default_task_info, phrasings_from_rows
 
@@ -43,6 +43,9 @@ class ResultSource:
     task_info: dict[str, TaskInfo] = field(default_factory=dict)
     #: Per task, the expected score of an option picked at random (multiple-choice runs only).
     chance: dict[str, float] = field(default_factory=dict)
+    #: Per task, each document's right option index (multiple-choice runs only): the strata a
+    #: budgeted estimate is fitted in (:func:`harness.report.chance.answer_strata_from_rows`).
+    answer_strata: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def info_of(self, task: str) -> TaskInfo:
         """A task's family and category: as recorded by the run, else from the registry or the id."""
@@ -80,6 +83,7 @@ def load_run(run_dir: Path) -> ResultSource:
         settings=args,
         task_info=recorded,
         chance=chance_from_rows(rows),
+        answer_strata=answer_strata_from_rows(rows),
     )
 
 

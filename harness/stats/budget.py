@@ -6,6 +6,12 @@ Two estimators of each phrasing's score and of the spread across phrasings:
   2024), ``P(correct) = sigmoid(a + theta_p + beta_d [+ covariates])``, with the phrasing and
   document effects normal random effects. Fractional scores (partial credit) enter as
   fractional targets, the likelihood of weighted binary outcomes.
+- ``model-strata``: the same model fitted separately on each stratum of documents that share
+  their right option's position, each phrasing's score the document-weighted sum of its
+  strata's. A phrasing that always gives one answer is then pinned down by the documents'
+  known answers; its cost is a normal prior per stratum, where such phrasings sit at the
+  extremes, so the other phrasings are shrunk less and the spread across phrasings comes out
+  wider (`irh budget-check` shows both).
 - ``sampled-mean``: the plain mean of each phrasing's scored cells (the comparison).
 
 The statistics across phrasings (:data:`ACROSS_STATISTICS`) have as **estimand** what a full
@@ -43,8 +49,12 @@ from harness.stats.data import PhrasingResults
 ACROSS_STATISTICS = ("mean", "std", "min", "max", "p05", "p25", "p50", "p75", "p95")
 _PERCENTILES = (5.0, 25.0, 50.0, 75.0, 95.0)
 MODEL = "model"
+#: The model fitted per stratum of documents (their right option; needs ``strata``).
+MODEL_STRATA = "model-strata"
 SAMPLED_MEAN = "sampled-mean"
+#: The estimators a budgeted report and `irh budget-check` use by default.
 ESTIMATORS = (MODEL, SAMPLED_MEAN)
+ALL_ESTIMATORS = (MODEL, MODEL_STRATA, SAMPLED_MEAN)
 #: Default posterior draws (model) or bootstrap replicates (sampled mean) of a budgeted estimate.
 DEFAULT_BUDGET_BOOT = 400
 
@@ -156,6 +166,15 @@ def matrix_from_phrasings(phrasings: Sequence[PhrasingResults], scale: float | N
         else:
             scale = 100.0 if np.nanmax(values, initial=0.0) > 1.0 else 1.0
     return PartialMatrix(tuple(p.instruction_id for p in rows), tuple(documents), values / scale, ~np.isnan(values), float(scale))
+
+
+def document_strata(labels: Mapping[str, int], documents: Sequence[str]) -> np.ndarray | None:
+    """The strata (e.g. each document's right option) of ``documents`` as an array for
+    :func:`estimate_budget`, or None when a document has no label or all share one."""
+    if not documents or any(d not in labels for d in documents):
+        return None
+    out = np.array([labels[d] for d in documents])
+    return out if np.unique(out).size > 1 else None
 
 
 def across_statistics(scores: np.ndarray) -> np.ndarray:
@@ -524,23 +543,72 @@ def _posterior_scores(matrix: PartialMatrix, cells: _Cells, n_draws: int, rng: n
     return _Posterior(np.concatenate(out), np.array([f.phrasing_sd for f in fits]), weights, fits[0].document_sd)
 
 
+def _strata_groups(matrix: PartialMatrix, strata: np.ndarray | None) -> list[np.ndarray] | None:
+    """Column indices of each document stratum, or None when the matrix is fitted whole.
+
+    A stratum needs a scored cell for every phrasing on average (``P`` cells); a split that
+    leaves one with fewer is not made (the estimate is then the unstratified one).
+    """
+    if strata is None:
+        return None
+    labels = np.asarray(strata)
+    if labels.shape != (matrix.shape[1],):
+        raise ValueError(f"strata has {labels.size} labels for {matrix.shape[1]} documents; give one label per document")
+    groups = [np.flatnonzero(labels == value) for value in np.unique(labels)]
+    if len(groups) < 2:
+        return None
+    observed = matrix.observed
+    if min(int(observed[:, g].sum()) for g in groups) < matrix.shape[0]:
+        return None
+    return groups
+
+
 def _model_estimate(
-    matrix: PartialMatrix, n_draws: int, seed: int, level: float, zp_raw: np.ndarray | None, zd_raw: np.ndarray | None
+    matrix: PartialMatrix,
+    n_draws: int,
+    seed: int,
+    level: float,
+    zp_raw: np.ndarray | None,
+    zd_raw: np.ndarray | None,
+    strata: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, str]]:
-    cells = _Cells(matrix, zp_raw, zd_raw)
-    rng = np.random.default_rng([seed, *matrix.shape, cells.y.size])
-    posterior = _posterior_scores(matrix, cells, n_draws, rng)
-    draws = np.concatenate([posterior.scores, across_statistics(posterior.scores)], axis=1)
+    groups = _strata_groups(matrix, strata)
+    rng = np.random.default_rng([seed, *matrix.shape, int(matrix.observed.sum())])
+    if groups is None:
+        cells = _Cells(matrix, zp_raw, zd_raw)
+        posteriors = [_posterior_scores(matrix, cells, n_draws, rng)]
+        scores = posteriors[0].scores
+    else:
+        # Each stratum fitted on its own (its own intercept, phrasing effects and scales):
+        # a phrasing's score is the document-weighted sum of its strata's scores.
+        target = matrix.target | matrix.observed
+        totals = np.zeros((n_draws, matrix.shape[0]))
+        posteriors = []
+        for cols in groups:
+            sub = PartialMatrix(matrix.phrasings, tuple(matrix.documents[j] for j in cols), matrix.values[:, cols], matrix.target[:, cols])
+            zd = None if zd_raw is None else np.asarray(zd_raw, dtype=float).reshape(matrix.shape[1], -1)[cols]
+            posterior = _posterior_scores(sub, _Cells(sub, zp_raw, zd), n_draws, rng)
+            posteriors.append(posterior)
+            totals += posterior.scores * np.maximum(target[:, cols].sum(axis=1), 1)
+        scores = totals / np.maximum(target.sum(axis=1), 1)
+    draws = np.concatenate([scores, across_statistics(scores)], axis=1)
     alpha = (1.0 - level) / 2.0
     low, high = np.percentile(draws, [100 * alpha, 100 * (1 - alpha)], axis=0)
     point = np.median(draws, axis=0)
-    grid, cdf = posterior.phrasing_sd, np.cumsum(posterior.weights)
-    sd_low, sd_mid, sd_high = (float(grid[min(int(np.searchsorted(cdf, q)), grid.size - 1)]) for q in (alpha, 0.5, 1 - alpha))
-    covariates = cells.zp.shape[1] + cells.zd.shape[1]
+    scale_notes = []
+    for posterior in posteriors:
+        grid, cdf = posterior.phrasing_sd, np.cumsum(posterior.weights)
+        sd_low, sd_mid, sd_high = (float(grid[min(int(np.searchsorted(cdf, q)), grid.size - 1)]) for q in (alpha, 0.5, 1 - alpha))
+        scale_notes.append(
+            f"phrasing effects' sd {sd_mid:.3g} logits ({level:.0%}: {sd_low:.3g}-{sd_high:.3g}), integrated over; "
+            f"document effects' sd {posterior.document_sd:.3g} (maximum evidence)"
+        )
+    covariates = (0 if zp_raw is None else 1) + (0 if zd_raw is None else 1)
     details = {
-        "model": "logistic phrasing + document effects" + (" + covariates" if covariates else ""),
-        "penalties": f"phrasing effects' sd {sd_mid:.3g} logits ({level:.0%}: {sd_low:.3g}-{sd_high:.3g}), integrated over; "
-        f"document effects' sd {posterior.document_sd:.3g} (maximum evidence)",
+        "model": "logistic phrasing + document effects"
+        + (" + covariates" if covariates else "")
+        + (f", fitted per stratum of documents ({len(groups)} strata)" if groups else ""),
+        "penalties": scale_notes[0] if len(scale_notes) == 1 else "; ".join(f"stratum {i + 1}: {n}" for i, n in enumerate(scale_notes)),
         "ci": f"posterior quantiles ({n_draws} draws of the full run; document effects integrated by quadrature, "
         "the rest by a Laplace approximation, the phrasing scale over a grid)",
     }
@@ -589,30 +657,41 @@ def estimate_budget(
     level: float = 0.95,
     phrasing_covariates: np.ndarray | None = None,
     document_covariates: np.ndarray | None = None,
+    strata: np.ndarray | None = None,
 ) -> BudgetEstimate:
     """Estimate each phrasing's score and the across-phrasing statistics from scored cells.
 
     Args:
         matrix: the partly scored grid; every phrasing needs a scored cell.
-        estimator: ``model`` (logistic phrasing + document model) or ``sampled-mean``.
+        estimator: ``model`` (logistic phrasing + document model), ``model-strata`` (the same
+            per stratum of documents) or ``sampled-mean``.
         n_boot: posterior draws (model) or bootstrap replicates (sampled mean) for the CIs.
         seed: seeds the folds and the bootstrap.
         level: the CIs' confidence level.
         phrasing_covariates: optional (P, k) phrasing features (``model`` only).
         document_covariates: optional (D, m) document features (``model`` only).
+        strata: (D,) label per document (e.g. the index of its right option), for
+            ``model-strata``: the model is fitted per stratum and a phrasing's score is the
+            document-weighted sum of its strata's. When a stratum has fewer scored cells than
+            there are phrasings, the matrix is fitted whole (``details`` says which).
 
     Raises:
-        ValueError: an unknown estimator, or a phrasing without a scored cell.
+        ValueError: an unknown estimator, a phrasing without a scored cell, or strata of the
+            wrong length.
     """
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"unknown estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
+    if estimator not in ALL_ESTIMATORS:
+        raise ValueError(f"unknown estimator {estimator!r}; choose one of {', '.join(ALL_ESTIMATORS)}")
+    if estimator == MODEL_STRATA and strata is None:
+        raise ValueError(f"the {MODEL_STRATA} estimator needs strata (one label per document, e.g. its right option)")
     observed = matrix.observed
     bare = [p for i, p in enumerate(matrix.phrasings) if not observed[i].any()]
     if bare:
         raise ValueError(f"phrasing(s) without a scored cell: {', '.join(bare[:5])}; allocate at least one cell per phrasing")
     with _single_threaded_blas():
-        if estimator == MODEL:
-            point, low, high, details = _model_estimate(matrix, n_boot, seed, level, phrasing_covariates, document_covariates)
+        if estimator in (MODEL, MODEL_STRATA):
+            point, low, high, details = _model_estimate(
+                matrix, n_boot, seed, level, phrasing_covariates, document_covariates, strata if estimator == MODEL_STRATA else None
+            )
         else:
             point, low, high, details = _sampled_mean_estimate(matrix, n_boot, seed, level)
     s = matrix.scale

@@ -19,7 +19,15 @@ from typing import NamedTuple
 import numpy as np
 
 from harness.budget import BudgetError, adaptive_round, allocate_cells, minimum_cells, round_cells, start_cells
-from harness.stats.budget import ACROSS_STATISTICS, DEFAULT_BUDGET_BOOT, ESTIMATORS, PartialMatrix, across_statistics, estimate_budget
+from harness.stats.budget import (
+    ACROSS_STATISTICS,
+    DEFAULT_BUDGET_BOOT,
+    ESTIMATORS,
+    MODEL_STRATA,
+    PartialMatrix,
+    across_statistics,
+    estimate_budget,
+)
 
 #: Budgets checked unless asked otherwise (shares of the full run's cells).
 DEFAULT_BUDGETS = (0.01, 0.02, 0.05, 0.10, 0.20, 0.50)
@@ -109,6 +117,7 @@ def check_budgets(
     level: float = 0.95,
     progress: Callable[[int], None] | None = None,
     rounds: int = 0,
+    strata: np.ndarray | None = None,
 ) -> CheckResult:
     """Subsample a full run's matrix at several budgets and score each estimator against it.
 
@@ -119,10 +128,13 @@ def check_budgets(
         repeats: subsamples per budget (each with its own design seed).
         n_boot: bootstrap replicates per estimate.
         seed: the first design seed; repeat ``r`` uses ``seed + r``.
-        estimators: names from :data:`harness.stats.budget.ESTIMATORS`.
+        estimators: names from :data:`harness.stats.budget.ALL_ESTIMATORS`.
         level: the CIs' confidence level.
         progress: called with 1 after each (budget, repeat).
         rounds: adaptive rounds after a balanced start (0: the balanced design alone).
+        strata: label per document of ``matrix`` (its right option), for the ``model-strata``
+            estimator (see :func:`harness.stats.budget.estimate_budget`); without them that
+            estimator is left out with a note.
 
     Returns:
         The summaries, and notes on budgets skipped (below one cell per phrasing and document).
@@ -138,6 +150,9 @@ def check_budgets(
     total = len(available)
     rows: list[CheckRow] = []
     notes: list[str] = []
+    if MODEL_STRATA in estimators and strata is None:
+        notes.append(f"{task}: no right option known per document; the {MODEL_STRATA} estimator is left out")
+        estimators = [e for e in estimators if e != MODEL_STRATA]
     for budget in budgets:
         # A share of the cells the full run has (all of the grid unless it is ragged).
         cells_wanted = min(total, math.ceil(budget * total - 1e-9))
@@ -158,7 +173,8 @@ def check_budgets(
                 break
             sub = matrix.subsample(cells)
             for est in estimators:
-                result = estimate_budget(sub, est, n_boot=n_boot, seed=seed + r, level=level)
+                by_stratum = strata if est == MODEL_STRATA else None
+                result = estimate_budget(sub, est, n_boot=n_boot, seed=seed + r, level=level, strata=by_stratum)
                 for stat in ACROSS_STATISTICS:
                     iv = result.across[stat]
                     found[est][stat].append(np.array([[iv.value], [iv.low], [iv.high]]))
