@@ -434,6 +434,7 @@ def report(
     seed: int = 0,
     html: bool = True,
     say: Say | None = _stderr,
+    budget_estimator: str = "model",
 ) -> dict[str, Path]:
     """Write report.md, report.html and the CSVs of a run folder, or of results made elsewhere
     (``irh report``); returns the written files by name.
@@ -450,6 +451,7 @@ def report(
         seed: bootstrap seed.
         html: also write report.html and its plots.
         say: receives warnings (a run still being written, no comparison), or None.
+        budget_estimator: for a budgeted run: ``model`` (default) or ``model-strata``.
     """
     from harness.report.tables import write_import_reports, write_report
 
@@ -462,7 +464,9 @@ def report(
         warning = describe_liveness(Path(run_dir))
         if warning and say:
             say(f"warning: {warning}")
-        return write_report(Path(run_dir), Path(out) if out is not None else None, n_boot=n_boot, seed=seed, html=html)
+        return write_report(
+            Path(run_dir), Path(out) if out is not None else None, n_boot=n_boot, seed=seed, html=html, budget_estimator=budget_estimator
+        )
     if out is None:
         raise InvalidRequest("imports need out: the folder to write the report in")
     from harness.report.imports import ImportOptions, import_results

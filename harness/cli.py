@@ -648,6 +648,14 @@ def _refuse_other_model(models: tuple[str, ...], recorded: dict[str, Any], resum
 @click.option("--bootstrap", "n_boot", default=2000, show_default=True, help="Bootstrap replicates for every CI.")
 @click.option("--seed", default=0, show_default=True, help="Bootstrap seed.")
 @click.option("--no-html", is_flag=True, help="Skip report.html and its plots.")
+@click.option(
+    "--budget-estimator",
+    type=click.Choice(["model", "model-strata"]),
+    default="model",
+    show_default=True,
+    help="For a budgeted run: the estimator of the full run (model-strata: fitted per stratum of documents sharing "
+    "their right option; see README: Budgeted evaluation).",
+)
 def report(
     run_dir: Path | None,
     out: Path | None,
@@ -659,6 +667,7 @@ def report(
     n_boot: int,
     seed: int,
     no_html: bool,
+    budget_estimator: str = "model",
 ) -> None:
     """Write report.md, report.html, per_instruction.csv, per_task.csv, per_group.csv and summary.json
     for a run folder, or for imported results (see harness/report/README.md for the formats)."""
@@ -680,6 +689,7 @@ def report(
         seed=seed,
         html=not no_html,
         say=_say_err,
+        budget_estimator=budget_estimator,
     )
     for path in paths.values():
         click.echo(str(path))

@@ -146,3 +146,19 @@ def test_pending_rounds_run_on_resume_and_rounds_can_extend_a_budget(cache: Path
 def test_rounds_without_a_budget_are_refused(cache: Path, tmp_path: Path) -> None:
     result = irh("run", "--model", "irh-fake", "--tasks", "bbl.strategyqa", "--rounds", "2", "--reports-dir", str(tmp_path / "r"))
     assert result.exit_code != 0 and "--rounds spends a budget" in result.output
+
+
+def test_report_of_a_budgeted_run_with_the_per_stratum_estimator(cache: Path, tmp_path: Path) -> None:
+    run_dir = budgeted_run(tmp_path, "--budget", "0.6", "--no-report")
+    result = irh("report", str(run_dir), "--budget-estimator", "model-strata", "--no-html", "--bootstrap", "50")
+    assert result.exit_code == 0, result.output
+    with (run_dir / "budget_estimate.csv").open() as fh:
+        table = list(csv.DictReader(fh))
+    # Multiple-choice documents know their right option, so every task is fitted per stratum.
+    assert {r["estimator"] for r in table} == {"model-strata", "sampled-mean"}
+    with (run_dir / "per_task.csv").open() as fh:
+        assert all(row["ci_method"].endswith("(model-strata)") for row in csv.DictReader(fh))
+    text = (run_dir / "report.md").read_text()
+    assert text.count("fitted per stratum of documents (2 strata") == 2
+    bad = irh("report", str(run_dir), "--budget-estimator", "strata")
+    assert bad.exit_code != 0 and "model-strata" in bad.output

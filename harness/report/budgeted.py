@@ -59,18 +59,23 @@ def _cell(value: float, low: float, high: float, scale: float) -> str:
     return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
-def budget_section(source: ResultSource, n_boot: int | None = None, seed: int = 0) -> BudgetSection | None:
+def budget_section(source: ResultSource, n_boot: int | None = None, seed: int = 0, estimator: str = "model") -> BudgetSection | None:
     """The budgeted-estimate section of a run's report, or None for a full run.
 
     Args:
         source: a run folder's results (its manifest records the budget).
         n_boot: posterior draws (model) and bootstrap replicates (plain means) behind each CI.
         seed: the draws' seed.
+        estimator: ``model``, or ``model-strata`` (fitted per stratum of documents sharing
+            their right option; tasks without known right options fall back to ``model``).
     """
     manifest = source.manifest
     if manifest is None or manifest.budget is None:
         return None
-    from harness.stats.budget import DEFAULT_BUDGET_BOOT, MODEL, SAMPLED_MEAN, PartialMatrix, estimate_budget
+    from harness.stats.budget import DEFAULT_BUDGET_BOOT, MODEL, MODEL_STRATA, SAMPLED_MEAN, PartialMatrix, document_strata, estimate_budget
+
+    if estimator not in (MODEL, MODEL_STRATA):
+        raise ValueError(f"unknown budget estimator {estimator!r}; choose {MODEL} or {MODEL_STRATA}")
 
     n_boot = n_boot or DEFAULT_BUDGET_BOOT
     budget = manifest.budget
@@ -117,7 +122,11 @@ def budget_section(source: ResultSource, n_boot: int | None = None, seed: int = 
         scale = 100.0 if max(cells.values()) > 1.0 else 1.0
         matrix = PartialMatrix.from_cells(phrasings, documents, cells, scale=scale)
         try:
-            model = estimate_budget(matrix, MODEL, n_boot=n_boot, seed=seed)
+            strata = document_strata(source.answer_strata.get(task, {}), documents) if estimator == MODEL_STRATA else None
+            if estimator == MODEL_STRATA and strata is None:
+                lines += [md_text(f"{task}: no right option known for every document; estimated with {MODEL}, not {MODEL_STRATA}."), ""]
+            used = MODEL_STRATA if strata is not None else MODEL
+            model = estimate_budget(matrix, used, n_boot=n_boot, seed=seed, strata=strata)
             plain = estimate_budget(matrix, SAMPLED_MEAN, n_boot=n_boot, seed=seed)
         except ValueError as exc:  # e.g. a phrasing with no scored cell yet (an interrupted run)
             lines += [f"### {md_text(task)}", "", md_text(f"not estimated: {exc}"), ""]
@@ -128,7 +137,8 @@ def budget_section(source: ResultSource, n_boot: int | None = None, seed: int = 
         lines += [
             f"### {md_text(task)}",
             "",
-            f"{len(cells)} of {grid} cells scored ({100 * len(cells) / grid:.1f}%); {md_text(model.details['penalties'])}.",
+            f"{len(cells)} of {grid} cells scored ({100 * len(cells) / grid:.1f}%); estimator: {md_text(model.details['model'])}; "
+            f"{md_text(model.details['penalties'])}.",
             "",
             "| across phrasings | estimate [95% CI] | plain mean of scored cells [95% CI] |",
             "|---|---|---|",
@@ -136,12 +146,12 @@ def budget_section(source: ResultSource, n_boot: int | None = None, seed: int = 
         for name, interval in model.across.items():
             other = plain.across[name]
             lines.append(f"| {name} | {_cell(*interval, scale)} | {_cell(*other, scale)} |")
-            for est, iv in ((MODEL, interval), (SAMPLED_MEAN, other)):
+            for est, iv in ((used, interval), (SAMPLED_MEAN, other)):
                 writer.writerow([task, "across", name, est, iv.value, iv.low, iv.high, len(cells), grid])
         lines += ["", "| phrasing | estimate [95% CI] | plain mean [95% CI] |", "|---|---|---|"]
         for inst, interval, other in zip(model.phrasings, model.phrasing_scores, plain.phrasing_scores, strict=True):
             lines.append(f"| {md_text(inst)} | {_cell(*interval, scale)} | {_cell(*other, scale)} |")
-            for est, iv in ((MODEL, interval), (SAMPLED_MEAN, other)):
+            for est, iv in ((used, interval), (SAMPLED_MEAN, other)):
                 writer.writerow([task, "phrasing", inst, est, iv.value, iv.low, iv.high, len(cells), grid])
         lines.append("")
     return BudgetSection("\n".join(lines) + "\n", out.getvalue(), header, estimates)
@@ -157,7 +167,7 @@ def _mean(values: list[float]) -> float:
 
 def estimated_method(estimate: TaskEstimate) -> str:
     """The CI-method cell of a task whose statistics are estimates."""
-    return f"estimated from {100 * estimate.share:.1f}% of cells (model)"
+    return f"estimated from {100 * estimate.share:.1f}% of cells ({estimate.model.estimator})"
 
 
 def apply_budget_estimates(analysis: Analysis, section: BudgetSection) -> Analysis:

@@ -65,7 +65,7 @@ def summary_dict(source: ResultSource, analysis: Analysis) -> dict[str, Any]:
 
 
 def write_source_report(
-    source: ResultSource, out: Path, *, n_boot: int = DEFAULT_BOOT, seed: int = 0, html: bool = True
+    source: ResultSource, out: Path, *, n_boot: int = DEFAULT_BOOT, seed: int = 0, html: bool = True, budget_estimator: str = "model"
 ) -> dict[str, Path]:
     """Compute the statistics of one model's results and write every report file into ``out``.
 
@@ -75,6 +75,8 @@ def write_source_report(
         n_boot: bootstrap replicates.
         seed: bootstrap seed.
         html: also draw the plots and write report.html.
+        budget_estimator: for a budgeted run, ``model`` or ``model-strata`` (README: Budgeted
+            evaluation).
 
     Returns:
         The written files by name.
@@ -85,7 +87,7 @@ def write_source_report(
     from harness.report.markdown import render_markdown
 
     # A budgeted run says so in its header, and gains the estimate of the full run.
-    budgeted = budget_section(source, seed=seed)
+    budgeted = budget_section(source, seed=seed, estimator=budget_estimator)
     if budgeted is not None:
         source = dataclasses.replace(source, details=[*source.details, budgeted.header])
     analysis = analyse(source.phrasings, source.tasks, source.info_of, n_boot=n_boot, seed=seed)
@@ -121,11 +123,19 @@ def write_source_report(
 
 
 def write_report(
-    run_dir: Path, out_dir: Path | None = None, *, n_boot: int = DEFAULT_BOOT, seed: int = 0, html: bool = True
+    run_dir: Path,
+    out_dir: Path | None = None,
+    *,
+    n_boot: int = DEFAULT_BOOT,
+    seed: int = 0,
+    html: bool = True,
+    budget_estimator: str = "model",
 ) -> dict[str, Path]:
     """Compute the statistics of a run folder and write the report files (into the run folder
     unless ``out_dir`` is given); returns their paths."""
-    return write_source_report(load_run(run_dir), out_dir or run_dir, n_boot=n_boot, seed=seed, html=html)
+    return write_source_report(
+        load_run(run_dir), out_dir or run_dir, n_boot=n_boot, seed=seed, html=html, budget_estimator=budget_estimator
+    )
 
 
 def model_folder_names(models: Sequence[str]) -> list[str]:

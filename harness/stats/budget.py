@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
-from scipy import linalg, optimize, sparse, special
+from scipy import linalg, optimize, sparse, special, stats
 from scipy.special import expit
 
 from harness.stats.data import PhrasingResults
@@ -218,7 +218,9 @@ class _Cells:
     scored cells, too few for a normal approximation of its effect's posterior to be good).
     """
 
-    def __init__(self, matrix: PartialMatrix, zp_raw: np.ndarray | None, zd_raw: np.ndarray | None) -> None:
+    def __init__(self, matrix: PartialMatrix, zp_raw: np.ndarray | None, zd_raw: np.ndarray | None, tail_df: float | None = None) -> None:
+        #: Student-t degrees of freedom of the phrasing effects' prior (None: normal).
+        self.tail_df = tail_df
         self.n_p, self.n_d = matrix.shape
         self.rows, self.cols = np.nonzero(matrix.observed)
         if self.rows.size == 0:
@@ -305,28 +307,69 @@ class _Laplace(NamedTuple):
     log_evidence: float
 
 
+#: Degrees of freedom of the phrasing effects' Student-t prior within a stratum of
+#: ``model-strata`` (1: Cauchy). There, phrasings that always give one answer sit at the
+#: extremes (always right, or never); heavy tails let them while the rest are shrunk as usual
+#: (on winowhy at 10%: std error 0.031 against 0.063 with a normal prior).
+STRATA_TAIL_DF = 1.0
+#: Reweighting steps of the t prior's fit (a scale mixture of normals, fitted by EM).
+_EM_STEPS = 8
+
+
 def _fit(cells: _Cells, phrasing_sd: float, document_sd: float, start: np.ndarray | None = None) -> _Laplace:
     """The posterior mode (scipy's trust-region Newton on the exact gradient and Hessian) and
-    the Laplace approximation of the evidence ``log p(scores | scales)``."""
-    penalties = cells.penalties(phrasing_sd, document_sd)
+    the Laplace approximation of the evidence ``log p(scores | scales)``.
+
+    With ``cells.tail_df`` the phrasing effects have a Student-t prior, fitted as a scale
+    mixture of normals: each phrasing's penalty is reweighted by EM, and the Laplace
+    approximation is taken at the weights reached.
+    """
+    base = cells.penalties(phrasing_sd, document_sd)
+    phrasing = cells.groups == _PHRASING
     x0 = np.zeros(cells.n_coef) if start is None else np.asarray(start, dtype=float)
-    result = optimize.minimize(
-        cells.loss_grad,
-        x0,
-        args=(penalties, document_sd),
-        jac=True,
-        hess=cells.hessian,
-        method="trust-exact",
-        options={"gtol": 1e-5},
-    )
-    coef = np.asarray(result.x)
+    nu = cells.tail_df
+    weights = np.ones(int(phrasing.sum()))
+    for _ in range(1 if nu is None else _EM_STEPS):
+        penalties = base.copy()
+        penalties[phrasing] *= weights
+        result = optimize.minimize(
+            cells.loss_grad,
+            x0,
+            args=(penalties, document_sd),
+            jac=True,
+            hess=cells.hessian,
+            method="trust-exact",
+            options={"gtol": 1e-5},
+        )
+        x0 = np.asarray(result.x)
+        if nu is None:
+            break
+        new = (nu + 1.0) / (nu + x0[phrasing] ** 2 / phrasing_sd**2)
+        settled = float(np.max(np.abs(new - weights))) < 1e-3
+        weights = new
+        if settled:
+            break
+    coef = x0
+    penalties = base.copy()
+    penalties[phrasing] *= weights
     loss, _ = cells.loss_grad(coef, penalties, document_sd)
     hessian = cells.hessian(coef, penalties, document_sd)
     sign, logdet = np.linalg.slogdet(hessian)
-    # The flat intercept and the 2 pi terms are the same for every scale and left out; a
-    # Hessian that is not positive definite (no mode found) gives the scale no weight.
-    log_evidence = -loss + 0.5 * float(np.sum(np.log(penalties[penalties > 0]))) - 0.5 * logdet if sign > 0 else -math.inf
-    return _Laplace(phrasing_sd, document_sd, coef, hessian, log_evidence)
+    if sign <= 0:  # not positive definite (no mode found): the scale gets no weight
+        return _Laplace(phrasing_sd, document_sd, coef, hessian, -math.inf)
+    # The flat intercept and the 2 pi terms common to every scale are left out.
+    data_loss = loss - 0.5 * float(np.sum(penalties * coef**2))
+    if nu is None:
+        log_prior = 0.5 * float(np.sum(np.log(penalties[penalties > 0]))) - 0.5 * float(np.sum(penalties * coef**2))
+    else:
+        other = ~phrasing & (penalties > 0)
+        log_prior = (
+            0.5 * float(np.sum(np.log(penalties[other])))
+            - 0.5 * float(np.sum(penalties[other] * coef[other] ** 2))
+            + float(np.sum(stats.t.logpdf(coef[phrasing], df=nu, scale=phrasing_sd)))
+            + 0.5 * int(phrasing.sum()) * math.log(2 * math.pi)
+        )
+    return _Laplace(phrasing_sd, document_sd, coef, hessian, -data_loss + log_prior - 0.5 * logdet)
 
 
 def _max_evidence(cells: _Cells) -> _Laplace:
@@ -587,7 +630,7 @@ def _model_estimate(
         for cols in groups:
             sub = PartialMatrix(matrix.phrasings, tuple(matrix.documents[j] for j in cols), matrix.values[:, cols], matrix.target[:, cols])
             zd = None if zd_raw is None else np.asarray(zd_raw, dtype=float).reshape(matrix.shape[1], -1)[cols]
-            posterior = _posterior_scores(sub, _Cells(sub, zp_raw, zd), n_draws, rng)
+            posterior = _posterior_scores(sub, _Cells(sub, zp_raw, zd, tail_df=STRATA_TAIL_DF), n_draws, rng)
             posteriors.append(posterior)
             totals += posterior.scores * np.maximum(target[:, cols].sum(axis=1), 1)
         scores = totals / np.maximum(target.sum(axis=1), 1)
@@ -607,7 +650,7 @@ def _model_estimate(
     details = {
         "model": "logistic phrasing + document effects"
         + (" + covariates" if covariates else "")
-        + (f", fitted per stratum of documents ({len(groups)} strata)" if groups else ""),
+        + (f", fitted per stratum of documents ({len(groups)} strata; Cauchy prior on the phrasing effects)" if groups else ""),
         "penalties": scale_notes[0] if len(scale_notes) == 1 else "; ".join(f"stratum {i + 1}: {n}" for i, n in enumerate(scale_notes)),
         "ci": f"posterior quantiles ({n_draws} draws of the full run; document effects integrated by quadrature, "
         "the rest by a Laplace approximation, the phrasing scale over a grid)",
