@@ -33,6 +33,7 @@ USER_ERRORS = (
     ("harness.render", "TemplateProblem"),
     ("harness.tune.record", "TuneError"),
     ("harness.budget", "BudgetError"),
+    ("harness.nli.examples", "NLIStudyError"),
     ("harness.api", "InvalidRequest"),
     ("harness.api", "RunStopped"),
 )

@@ -12,26 +12,12 @@ from harness.nli.study import DIFFICULTY_MODES, STRATEGY_NAMES, SYNTHETIC_NAMES,
 DEFAULTS = StudySettings()
 
 
-class _NLIGroup(click.Group):
-    """Turns the study's own errors (NLIStudyError) into one line; the `irh` group handles the
-    harness's other user errors (ModelError, DataMissing, RunStopped, ...)."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except click.ClickException:
-            raise
-        except Exception as exc:
-            from harness.nli.examples import NLIStudyError
-
-            if isinstance(exc, NLIStudyError):
-                raise click.ClickException(str(exc)) from None
-            raise
-
-
-@click.group(cls=_NLIGroup)
+@click.group()
 def nli() -> None:
-    """The NLI distribution-shift study: fixed-budget fine-tuning with data selection and synthetic data."""
+    """The NLI distribution-shift study: fixed-budget fine-tuning with data selection and synthetic data.
+
+    Its errors (NLIStudyError) become one line through the `irh` group's USER_ERRORS.
+    """
 
 
 def _names(text: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
@@ -55,27 +41,8 @@ def _progress_bar(desc: str) -> Any:
     return bar(desc, unit="it", leave=False)
 
 
-#: CLI option -> StudySettings field, for options that map one to one.
-_FIELDS = {
-    "preset": "preset",
-    "model": "model",
-    "budget": "budget",
-    "k_percent": "k_percent",
-    "candidates": "candidates",
-    "limit": "limit",
-    "max_instructions": "max_instructions",
-    "epochs": "epochs",
-    "lr": "learning_rate",
-    "lora_rank": "lora_rank",
-    "batch_size": "batch_size",
-    "difficulty": "difficulty",
-    "score_phrasing": "score_phrasing",
-    "eval_seed": "eval_seed",
-    "synthetic_attempts": "synthetic_attempts",
-    "votes": "votes",
-    "voter": "voter",
-    "dtype": "dtype",
-}
+#: CLI parameters whose StudySettings field has another name (the rest share theirs).
+_FIELD_OF = {"lr": "learning_rate", "no_untuned": "untuned"}
 
 
 @nli.command(name="run")
@@ -206,7 +173,7 @@ def run_cmd(
 
     from harness.nli.study import load_settings, run_study, with_overrides
 
-    values: dict[str, Any] = {_FIELDS[k]: v for k, v in options.items()}
+    values: dict[str, Any] = {_FIELD_OF.get(k, k): v for k, v in options.items()}
     values["seeds"] = _seeds(seeds)
     values["strategies"] = _names(strategies, STRATEGY_NAMES, "strategy")
     values["synthetic"] = _names(synthetic, SYNTHETIC_NAMES, "synthetic variant")
@@ -214,9 +181,8 @@ def run_cmd(
     values["untuned"] = not no_untuned
     if resume:
         given = {name for name in ctx.params if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
-        option_of = {**{k: v for k, v in _FIELDS.items()}, "seeds": "seeds", "strategies": "strategies", "synthetic": "synthetic"}
-        option_of |= {"train_phrasings": "train_phrasings", "no_untuned": "untuned"}
-        settings = with_overrides(load_settings(out), **{option_of[n]: values[option_of[n]] for n in given if n in option_of})
+        fields = {_FIELD_OF.get(n, n) for n in given} - {"out", "resume"}
+        settings = with_overrides(load_settings(out), **{f: values[f] for f in fields})
     else:
         settings = StudySettings(**values)
     try:

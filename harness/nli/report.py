@@ -86,6 +86,7 @@ class StudyResults:
 def load_study_results(out: Path) -> StudyResults:
     """Read every finished evaluation of a study folder (unfinished ones are left out)."""
     from harness.nli.examples import NLIStudyError
+    from harness.nli.study import StudySettings
 
     if not (out / STUDY_FILE).is_file():
         raise NLIStudyError(f"{out} holds no {STUDY_FILE}; give the folder of an `irh nli run`")
@@ -94,7 +95,7 @@ def load_study_results(out: Path) -> StudyResults:
     if not is_done(out / "suite"):
         raise NLIStudyError(f"{out}: the suite stage has not finished; run `irh nli run --out {out} --resume`")
     sets = [SetInfo(s["name"], s["task_id"], s["n_way"], s["role"], s["group"]) for s in read_json(out / "suite" / "sets.json")["sets"]]
-    variants = ["baseline", *settings["strategies"], *(f"synthetic-{v}" for v in settings["synthetic"])]
+    variants = StudySettings.from_json(settings).variants
     results = StudyResults(settings, sets, {})
     for variant in variants:
         for seed in settings["seeds"]:

@@ -4,6 +4,9 @@ A multiple-choice document scored ``option_scores[choice]`` has, under a uniform
 choice, the expected score ``mean(option_scores)``: ``1/n`` with one right option among ``n``
 (0/1 scores), more where several options score. A task's chance is that expectation averaged
 over its documents. Generated answers have no options and no chance score.
+
+The same option scores give each document's right option (:func:`answer_strata_from_rows`),
+the strata of the ``model-strata`` budgeted estimator.
 """
 
 from __future__ import annotations
