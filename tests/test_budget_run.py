@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,7 @@ def test_budgeted_run_scores_exactly_its_recorded_cells(cache: Path, tmp_path: P
     assert manifest.budget.rounds[0].fraction == 0.3
     report = (run_dir / "report.md").read_text()
     assert "budgeted run:" in report and "## Budgeted estimate" in report
+    assert re.search(r"CIs: posterior quantiles .*effective sample size \d+ of \d+ proposals", report)
     with (run_dir / "budget_estimate.csv").open() as fh:
         table = list(csv.DictReader(fh))
     assert {r["estimator"] for r in table} == {"model", "sampled-mean"}

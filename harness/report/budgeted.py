@@ -138,7 +138,7 @@ def budget_section(source: ResultSource, n_boot: int | None = None, seed: int = 
             f"### {md_text(task)}",
             "",
             f"{len(cells)} of {grid} cells scored ({100 * len(cells) / grid:.1f}%); estimator: {md_text(model.details['model'])}; "
-            f"{md_text(model.details['penalties'])}.",
+            f"{md_text(model.details['penalties'])}; CIs: {md_text(model.details['ci'])}.",
             "",
             "| across phrasings | estimate [95% CI] | plain mean of scored cells [95% CI] |",
             "|---|---|---|",

@@ -1,6 +1,6 @@
 """Estimates from a partly scored phrasing x document matrix (budgeted evaluation).
 
-Two estimators of each phrasing's score and of the spread across phrasings:
+Three estimators of each phrasing's score and of the spread across phrasings:
 
 - ``model`` (the default): the logistic phrasing + document model of PromptEval (Polo et al.
   2024), ``P(correct) = sigmoid(a + theta_p + beta_d [+ covariates])``, with the phrasing and
@@ -9,26 +9,27 @@ Two estimators of each phrasing's score and of the spread across phrasings:
 - ``model-strata``: the same model fitted separately on each stratum of documents that share
   their right option's position, each phrasing's score the document-weighted sum of its
   strata's. A phrasing that always gives one answer is then pinned down by the documents'
-  known answers; its cost is a normal prior per stratum, where such phrasings sit at the
-  extremes, so the other phrasings are shrunk less and the spread across phrasings comes out
-  wider (`irh budget-check` shows both).
+  known answers. Within a stratum such phrasings sit at the extremes (right on every
+  document, or on none), so there the phrasing effects have a Cauchy prior, fitted as a
+  scale mixture of normals by EM.
 - ``sampled-mean``: the plain mean of each phrasing's scored cells (the comparison).
 
 The statistics across phrasings (:data:`ACROSS_STATISTICS`) have as **estimand** what a full
 run on the same phrasings and documents would report. The model estimates them from its
 posterior: draws of the full run (scored cells as scored, the others drawn from the model)
 give draws of every phrasing's score and of each statistic; the estimate is their median and
-the CI their quantiles. The posterior is a Laplace approximation at the mode (fitted with
-scipy's trust-region Newton-CG), with the document effects integrated out exactly (the
-document block of the Hessian is diagonal). The document effects' scale is set by maximum
+the CI their quantiles. Each document's effect is integrated out by Gauss-Hermite quadrature.
+The rest (intercept, phrasing effects, covariates) is drawn from a Laplace approximation at
+the posterior mode (scipy's trust-region Newton on the exact gradient and Hessian),
+reweighted to the exact posterior by importance sampling (:func:`_importance_draws`): where
+a phrasing is right on every scored cell of a stratum its posterior is one-sided, and the
+normal alone spreads it to both sides. The document effects' scale is set by maximum
 evidence (hundreds of documents fix it); the phrasing effects' scale is integrated over a
 grid under a uniform prior, because a few dozen phrasings with a few cells each leave it
 uncertain, and that uncertainty is most of the uncertainty of the spread across phrasings
 (std, outer percentiles). Posterior means of shrunken effects would understate the spread;
 draws of the full run do not, since each draw spreads the phrasings as widely as the
-posterior allows. The draws' intercept is recalibrated to the scored cells' mean score (see
-:func:`_calibration_shift`). The sampled mean's intervals are the percentile bootstrap over
-documents.
+posterior allows. The sampled mean's intervals are the percentile bootstrap over documents.
 """
 
 from __future__ import annotations
@@ -537,18 +538,136 @@ def _cholesky(precision: np.ndarray) -> np.ndarray:
         return np.asarray(linalg.cholesky((vectors * np.maximum(values, floor)) @ vectors.T, lower=True))
 
 
+#: Proposals drawn per kept draw of the fixed part, in each of the two stages of
+#: :func:`_importance_draws`.
+_PROPOSALS_PER_DRAW = 4
+#: Below this effective sample size (a share of the proposals), a second, adapted stage is drawn.
+_ADAPT_BELOW = 0.5
+#: Degrees of freedom of the adapted proposal (a multivariate Student-t: the Cauchy prior's
+#: tail, along which an all-right phrasing's effect runs, is heavier than a normal's).
+_ADAPTED_DF = 1.0
+
+
+def _log_likelihood(cells: _Cells, coef: np.ndarray, document_sd: float) -> np.ndarray:
+    """``log p(scores | coef)`` with the document effects integrated out, for ``coef`` (K, B): (B,)."""
+    eta = (cells.features @ coef)[:, :, None] + document_sd * _NODES
+    per_doc = cells.by_document @ (cells.y[:, None, None] * eta - np.logaddexp(0.0, eta)).reshape(cells.y.size, -1)
+    return np.asarray(special.logsumexp(per_doc.reshape(cells.n_d, coef.shape[1], _NODES.size) + _LOG_NODE_WEIGHTS, axis=2).sum(axis=0))
+
+
+def _log_prior(cells: _Cells, coef: np.ndarray, phrasing_sd: float, document_sd: float) -> np.ndarray:
+    """The fixed part's log prior density (up to a constant) for ``coef`` (K, B): (B,)."""
+    penalties = cells.penalties(phrasing_sd, document_sd)
+    phrasing = cells.groups == _PHRASING
+    if cells.tail_df is None:
+        return -0.5 * np.sum(penalties[:, None] * coef**2, axis=0)
+    other = ~phrasing
+    return -0.5 * np.sum(penalties[other, None] * coef[other] ** 2, axis=0) + np.sum(
+        stats.t.logpdf(coef[phrasing], df=cells.tail_df, scale=phrasing_sd), axis=0
+    )
+
+
+def _log_posterior(cells: _Cells, fit: _Laplace, coefs: np.ndarray) -> np.ndarray:
+    """The exact log posterior (up to a constant) of the fixed part at ``fit``'s scales: (B,)."""
+    chunk = max(1, 4_000_000 // max(cells.y.size * _NODES.size, 1))
+    return np.concatenate(
+        [
+            _log_likelihood(cells, coefs[:, i : i + chunk], fit.document_sd)
+            + _log_prior(cells, coefs[:, i : i + chunk], fit.phrasing_sd, fit.document_sd)
+            for i in range(0, coefs.shape[1], chunk)
+        ]
+    )
+
+
+def _resample(log_w: np.ndarray, m: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """``m`` indices drawn by importance weights, and the weights' effective sample size.
+
+    The weights are truncated at ``sqrt(N)`` times their mean (truncated importance sampling,
+    Ionides 2008): a few proposals far out in a heavy tail would otherwise carry all the weight.
+    """
+    w = np.exp(log_w - log_w.max())
+    w = np.minimum(w, math.sqrt(w.size) * w.mean())
+    w /= w.sum()
+    return rng.choice(w.size, size=m, p=w), float(1.0 / np.sum(w * w))
+
+
+def _importance_draws(cells: _Cells, fit: _Laplace, m: int, rng: np.random.Generator) -> tuple[np.ndarray, float, int]:
+    """``m`` draws of the fixed part from its posterior at ``fit``'s scales, (K, m), the
+    importance weights' effective sample size and the number of proposals.
+
+    The Laplace approximation is a normal at the mode; where a phrasing's cells are all
+    right (or all wrong) in a stratum the posterior is one-sided (bounded by the data on one
+    side, the prior's tail on the other), and the normal's symmetric spread puts draws far on
+    the wrong side. So proposals from the normal are reweighted by the exact posterior over
+    the normal (importance sampling; documents integrated out by quadrature, the prior as
+    fitted) and ``m`` of them resampled by those weights. Where the weights are uneven
+    (effective sample size below half the proposals), a second stage draws as many again from
+    an even mixture of the normal and a Student-t fitted to the weighted first stage (adaptive
+    importance sampling; the t's tails follow the prior's, the normal keeps the mode covered), and the
+    two stages are resampled together, each proposal weighted against the mixture of all.
+    """
+    k = cells.n_coef
+    n = m * _PROPOSALS_PER_DRAW
+    chol = _cholesky(fit.hessian)  # of the Laplace precision
+    half_logdet = float(np.sum(np.log(np.diag(chol)))) - 0.5 * k * math.log(2 * math.pi)
+
+    def laplace_logpdf(x: np.ndarray) -> np.ndarray:
+        z = chol.T @ (x - fit.coef[:, None])
+        return -0.5 * np.sum(z * z, axis=0) + half_logdet
+
+    z = rng.standard_normal((k, n))
+    coefs = fit.coef[:, None] + linalg.solve_triangular(chol.T, z, lower=False)
+    log_w = _log_posterior(cells, fit, coefs) + 0.5 * np.sum(z * z, axis=0) - half_logdet
+    picked, ess = _resample(log_w, m, rng)
+    if ess >= _ADAPT_BELOW * n:
+        return coefs[:, picked], ess, n
+    w = np.exp(log_w - log_w.max())
+    w /= w.sum()
+    mean = coefs @ w
+    centred = coefs - mean[:, None]
+    cov = (centred * w) @ centred.T
+    cov += np.eye(k) * 1e-6 * max(float(np.trace(cov)) / k, 1e-12)
+    fitted = _cholesky(cov)  # lower factor of the covariance
+    nu = _ADAPTED_DF
+    # The normalising constants matter: the two proposals' densities are mixed.
+    fitted_const = (
+        special.gammaln((nu + k) / 2) - special.gammaln(nu / 2) - 0.5 * k * math.log(nu * math.pi) - float(np.sum(np.log(np.diag(fitted))))
+    )
+
+    def fitted_logpdf(x: np.ndarray) -> np.ndarray:
+        u = linalg.solve_triangular(fitted, x - mean[:, None], lower=True)
+        return fitted_const - 0.5 * (nu + k) * np.log1p(np.sum(u * u, axis=0) / nu)
+
+    n_fitted = n - n // 2
+    from_fitted = mean[:, None] + (fitted @ rng.standard_normal((k, n_fitted))) * np.sqrt(nu / rng.chisquare(nu, n_fitted))
+    from_laplace = fit.coef[:, None] + linalg.solve_triangular(chol.T, rng.standard_normal((k, n // 2)), lower=False)
+    second = np.hstack([from_laplace, from_fitted])
+    # Both stages pooled, each proposal weighted against the mixture that all were drawn from.
+    pooled = np.hstack([coefs, second])
+    n_laplace = n + n // 2
+    log_q = np.logaddexp(
+        laplace_logpdf(pooled) + math.log(n_laplace / pooled.shape[1]), fitted_logpdf(pooled) + math.log(n_fitted / pooled.shape[1])
+    )
+    log_p = np.concatenate([log_w + laplace_logpdf(coefs), _log_posterior(cells, fit, second)])
+    picked, ess = _resample(log_p - log_q, m, rng)
+    return pooled[:, picked], ess, pooled.shape[1]
+
+
 class _Posterior(NamedTuple):
     scores: np.ndarray  # (draws, P): each phrasing's full-run score
     phrasing_sd: np.ndarray  # the grid of phrasing-effect scales
     weights: np.ndarray  # their posterior weights
     document_sd: float
+    effective: float  # importance sampling's effective sample size, summed over the scale grid
+    proposals: int  # and the proposals drawn
 
 
 def _posterior_scores(matrix: PartialMatrix, cells: _Cells, n_draws: int, rng: np.random.Generator) -> _Posterior:
     """Draws of every phrasing's full-run score, and the posterior of the phrasing scale.
 
     Each draw takes a phrasing scale from its grid posterior, the fixed part from that fit's
-    Laplace posterior, each document's effect from its posterior over the quadrature nodes,
+    posterior (Laplace proposals, importance-reweighted: :func:`_importance_draws`), each
+    document's effect from its posterior over the quadrature nodes,
     and then the full run: scored cells as scored, every other cell of the target its
     probability plus Bernoulli noise (summed over a phrasing's cells as a normal with the
     summed variance; fractional scores vary less, so this is conservative).
@@ -564,11 +683,13 @@ def _posterior_scores(matrix: PartialMatrix, cells: _Cells, n_draws: int, rng: n
     n_nodes = _NODES.size
     chunk = max(1, min(4_000_000 // max(n_p * n_d, 1), 4_000_000 // max(cells.y.size * n_nodes, 1)))
     out = []
+    effective, n_proposals = 0.0, 0
     for fit, m in zip(fits, counts.tolist(), strict=True):
         if m == 0:
             continue
-        chol = _cholesky(fit.hessian)
-        coefs = fit.coef[:, None] + linalg.solve_triangular(chol.T, rng.standard_normal((cells.n_coef, m)), lower=False)
+        coefs, ess, proposals = _importance_draws(cells, fit, m, rng)
+        effective += ess
+        n_proposals += proposals
         for start in range(0, m, chunk):
             coef = coefs[:, start : start + chunk]
             k = coef.shape[1]
@@ -583,7 +704,7 @@ def _posterior_scores(matrix: PartialMatrix, cells: _Cells, n_draws: int, rng: n
             var = mean - np.einsum("kpd,pd->kp", prob * prob, unscored_f)
             total = observed_sum + mean + np.sqrt(np.maximum(var, 0.0)) * rng.standard_normal(mean.shape)
             out.append(np.clip(total / n_target, 0.0, 1.0))
-    return _Posterior(np.concatenate(out), np.array([f.phrasing_sd for f in fits]), weights, fits[0].document_sd)
+    return _Posterior(np.concatenate(out), np.array([f.phrasing_sd for f in fits]), weights, fits[0].document_sd, effective, n_proposals)
 
 
 def _strata_groups(matrix: PartialMatrix, strata: np.ndarray | None) -> list[np.ndarray] | None:
@@ -653,7 +774,9 @@ def _model_estimate(
         + (f", fitted per stratum of documents ({len(groups)} strata; Cauchy prior on the phrasing effects)" if groups else ""),
         "penalties": scale_notes[0] if len(scale_notes) == 1 else "; ".join(f"stratum {i + 1}: {n}" for i, n in enumerate(scale_notes)),
         "ci": f"posterior quantiles ({n_draws} draws of the full run; document effects integrated by quadrature, "
-        "the rest by a Laplace approximation, the phrasing scale over a grid)",
+        "the rest drawn from a Laplace approximation reweighted to the exact posterior (effective sample size "
+        + ", ".join(f"{p.effective:.0f} of {p.proposals} proposals" for p in posteriors)
+        + "), the phrasing scale over a grid)",
     }
     return point, low, high, details
 
