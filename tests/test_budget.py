@@ -291,6 +291,11 @@ def test_strata_of_the_right_option_pin_down_a_phrasing_that_always_answers_the_
         assert iv.high - iv.low < 0.15
     err = lambda r: np.mean([abs(r.phrasing_scores[i].value - full[i]) for i in biased])  # noqa: E731
     assert err(split) < err(whole) / 5
+    # Its statistics across phrasings are those of its phrasing estimates, inside their CIs.
+    at_estimates = across_statistics(np.array([iv.value for iv in split.phrasing_scores]))
+    assert np.allclose([split.across[name].value for name in ACROSS_STATISTICS], at_estimates)
+    assert all(iv.low <= iv.value <= iv.high for iv in split.across.values())
+    assert "taken at the phrasing estimates" in split.details["model"]
 
 
 def test_a_cauchy_prior_lets_an_extreme_phrasing_sit_out_and_keeps_the_others_order() -> None:
