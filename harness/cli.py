@@ -654,8 +654,8 @@ def _refuse_other_model(models: tuple[str, ...], recorded: dict[str, Any], resum
     type=click.Choice(["model", "model-strata"]),
     default="model",
     show_default=True,
-    help="For a budgeted run: the estimator of the full run (model-strata: fitted per stratum of documents sharing "
-    "their right option; see README: Budgeted evaluation).",
+    help="For a budgeted run: the estimator of the full run (model-strata: with each phrasing's effect per stratum of "
+    "documents sharing their right option; see README: Budgeted evaluation).",
 )
 def report(
     run_dir: Path | None,

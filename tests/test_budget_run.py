@@ -156,11 +156,11 @@ def test_report_of_a_budgeted_run_with_the_per_stratum_estimator(cache: Path, tm
     assert result.exit_code == 0, result.output
     with (run_dir / "budget_estimate.csv").open() as fh:
         table = list(csv.DictReader(fh))
-    # Multiple-choice documents know their right option, so every task is fitted per stratum.
+    # Multiple-choice documents know their right option, so every task is fitted with strata.
     assert {r["estimator"] for r in table} == {"model-strata", "sampled-mean"}
     with (run_dir / "per_task.csv").open() as fh:
         assert all(row["ci_method"].endswith("(model-strata)") for row in csv.DictReader(fh))
     text = (run_dir / "report.md").read_text()
-    assert text.count("fitted per stratum of documents (2 strata") == 2
+    assert text.count("effect per stratum of documents (2 strata") == 2
     bad = irh("report", str(run_dir), "--budget-estimator", "strata")
     assert bad.exit_code != 0 and "model-strata" in bad.output

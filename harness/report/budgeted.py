@@ -66,8 +66,8 @@ def budget_section(source: ResultSource, n_boot: int | None = None, seed: int = 
         source: a run folder's results (its manifest records the budget).
         n_boot: posterior draws (model) and bootstrap replicates (plain means) behind each CI.
         seed: the draws' seed.
-        estimator: ``model``, or ``model-strata`` (fitted per stratum of documents sharing
-            their right option; tasks without known right options fall back to ``model``).
+        estimator: ``model``, or ``model-strata`` (each phrasing's effect per stratum of
+            documents sharing their right option; tasks without known right options fall back to ``model``).
     """
     manifest = source.manifest
     if manifest is None or manifest.budget is None:

@@ -40,8 +40,8 @@ def chance_from_rows(rows: Iterable[SampleRow]) -> dict[str, float]:
 def answer_strata_from_rows(rows: Iterable[SampleRow]) -> dict[str, dict[str, int]]:
     """Per task, each document's right option (the index of its single best option score).
 
-    Budgeted estimation fits its model per stratum of documents that share the right option's
-    position, so a phrasing that prefers one answer is estimated from the documents' known
+    Budgeted estimation gives each phrasing an effect per stratum of documents that share the
+    right option's position, so a phrasing that prefers one answer is estimated from the documents' known
     answers rather than from chance. Documents with no single best option, and tasks whose
     documents disagree between phrasings on it, are left out.
     """

@@ -6,13 +6,14 @@ Three estimators of each phrasing's score and of the spread across phrasings:
   2024), ``P(correct) = sigmoid(a + theta_p + beta_d [+ covariates])``, with the phrasing and
   document effects normal random effects. Fractional scores (partial credit) enter as
   fractional targets, the likelihood of weighted binary outcomes.
-- ``model-strata``: the same model fitted separately on each stratum of documents that share
-  their right option's position, each phrasing's score the document-weighted sum of its
-  strata's. A phrasing that always gives one answer is then pinned down by the documents'
-  known answers. Within a stratum such phrasings sit at the extremes (right on every
-  document, or on none), so there the phrasing effects have a Cauchy prior, fitted as a
-  scale mixture of normals by EM; the statistics across phrasings are taken at the
-  phrasing estimates (see :func:`_model_estimate`).
+- ``model-strata``: the same model plus, for each stratum of documents that share their right
+  option's position, a stratum intercept and each phrasing's effect in that stratum (its
+  preference for that answer), ``sigmoid(a + theta_p + beta_d + s_k + gamma_pk)`` for a
+  document of stratum ``k``. The stratum terms are coded centred on the strata's shares of
+  the documents, so ``theta_p`` stays a phrasing's average level (shrunk as in ``model``)
+  and ``gamma_pk`` only moves its score between strata, with a normal prior of its own scale.
+  A phrasing that always gives one answer is then pinned down by the documents' known
+  answers.
 - ``sampled-mean``: the plain mean of each phrasing's scored cells (the comparison).
 
 The statistics across phrasings (:data:`ACROSS_STATISTICS`) have as **estimand** what a full
@@ -24,8 +25,8 @@ The rest (intercept, phrasing effects, covariates) is drawn from a Laplace appro
 the posterior mode (scipy's trust-region Newton on the exact gradient and Hessian),
 reweighted to the exact posterior by importance sampling (:func:`_importance_draws`): where
 a phrasing is right on every scored cell of a stratum its posterior is one-sided, and the
-normal alone spreads it to both sides. The document effects' scale is set by maximum
-evidence (hundreds of documents fix it); the phrasing effects' scale is integrated over a
+normal alone spreads it to both sides. The document effects' scale (and with strata the
+phrasing x stratum effects') is set by maximum evidence (hundreds of documents fix it); the phrasing effects' scale is integrated over a
 grid under a uniform prior, because a few dozen phrasings with a few cells each leave it
 uncertain, and that uncertainty is most of the uncertainty of the spread across phrasings
 (std, outer percentiles). Posterior means of shrunken effects would understate the spread;
@@ -42,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
-from scipy import linalg, optimize, sparse, special, stats
+from scipy import linalg, optimize, sparse, special
 from scipy.special import expit
 
 from harness.stats.data import PhrasingResults
@@ -51,7 +52,7 @@ from harness.stats.data import PhrasingResults
 ACROSS_STATISTICS = ("mean", "std", "min", "max", "p05", "p25", "p50", "p75", "p95")
 _PERCENTILES = (5.0, 25.0, 50.0, 75.0, 95.0)
 MODEL = "model"
-#: The model fitted per stratum of documents (their right option; needs ``strata``).
+#: The model with each phrasing's effect per stratum of documents (their right option; needs ``strata``).
 MODEL_STRATA = "model-strata"
 SAMPLED_MEAN = "sampled-mean"
 #: The estimators a budgeted report and `irh budget-check` use by default.
@@ -196,7 +197,7 @@ def across_statistics(scores: np.ndarray) -> np.ndarray:
 _NODES, _NODE_WEIGHTS = np.polynomial.hermite_e.hermegauss(16)
 _LOG_NODE_WEIGHTS = np.log(_NODE_WEIGHTS / _NODE_WEIGHTS.sum())
 #: Column groups of the fixed part of the model: which prior scale each coefficient shares.
-_INTERCEPT, _PHRASING, _PHRASING_COVARIATE, _DOCUMENT_COVARIATE = range(4)
+_INTERCEPT, _PHRASING, _PHRASING_COVARIATE, _DOCUMENT_COVARIATE, _STRATUM, _INTERACTION = range(6)
 #: Prior scales (sd in logits) searched for the phrasing and the document effects.
 _MIN_SD, _MAX_SD = 0.01, 10.0
 #: Points of the grid over the phrasing effects' scale that the estimate integrates over.
@@ -220,9 +221,13 @@ class _Cells:
     scored cells, too few for a normal approximation of its effect's posterior to be good).
     """
 
-    def __init__(self, matrix: PartialMatrix, zp_raw: np.ndarray | None, zd_raw: np.ndarray | None, tail_df: float | None = None) -> None:
-        #: Student-t degrees of freedom of the phrasing effects' prior (None: normal).
-        self.tail_df = tail_df
+    def __init__(
+        self,
+        matrix: PartialMatrix,
+        zp_raw: np.ndarray | None,
+        zd_raw: np.ndarray | None,
+        strata: np.ndarray | None = None,
+    ) -> None:
         self.n_p, self.n_d = matrix.shape
         self.rows, self.cols = np.nonzero(matrix.observed)
         if self.rows.size == 0:
@@ -234,10 +239,26 @@ class _Cells:
         blocks = [sparse.csr_matrix(ones[:, None]), sparse.csr_matrix((ones, (np.arange(n), self.rows)), shape=(n, self.n_p))]
         if self.zp.shape[1] + self.zd.shape[1]:
             blocks.append(sparse.csr_matrix(np.hstack([self.zp[self.rows], self.zd[self.cols]])))
+        #: Each document's stratum (0..K-1) and K; K = 1 without strata.
+        self.codes = np.zeros(self.n_d, dtype=int) if strata is None else np.unique(np.asarray(strata), return_inverse=True)[1].ravel()
+        self.n_strata = int(self.codes.max()) + 1
+        sizes = [1, self.n_p, self.zp.shape[1], self.zd.shape[1], 0, 0]
+        if self.n_strata > 1:
+            k = self.n_strata
+            #: The strata's indicators centred on their shares of the documents (K, K): a
+            #: phrasing's effects on them move its score between strata, not its average.
+            self.centred = np.eye(k) - np.bincount(self.codes, minlength=k) / self.n_d
+            per_cell = self.centred[self.codes[self.cols]]  # (n, K)
+            blocks.append(sparse.csr_matrix(per_cell[:, 1:]))  # stratum intercepts
+            inter = sparse.csr_matrix(
+                (per_cell.ravel(), (np.repeat(np.arange(n), k), (self.rows[:, None] * k + np.arange(k)[None, :]).ravel())),
+                shape=(n, self.n_p * k),
+            )
+            blocks.append(inter)
+            sizes[4:] = [k - 1, self.n_p * k]
         self.features = sparse.hstack(blocks, format="csr")
         self.features_t = self.features.T.tocsr()
-        sizes = [1, self.n_p, self.zp.shape[1], self.zd.shape[1]]
-        self.groups = np.repeat(np.array([_INTERCEPT, _PHRASING, _PHRASING_COVARIATE, _DOCUMENT_COVARIATE]), sizes)
+        self.groups = np.repeat(np.array([_INTERCEPT, _PHRASING, _PHRASING_COVARIATE, _DOCUMENT_COVARIATE, _STRATUM, _INTERACTION]), sizes)
         #: Sums cells into their documents: (D, n).
         self.by_document = sparse.csr_matrix((ones, (self.cols, np.arange(n))), shape=(self.n_d, n))
         # Every pair of scored cells that share a document (each cell with itself included):
@@ -257,9 +278,9 @@ class _Cells:
     def n_coef(self) -> int:
         return int(self.features.shape[1])
 
-    def penalties(self, phrasing_sd: float, document_sd: float) -> np.ndarray:
+    def penalties(self, phrasing_sd: float, document_sd: float, interaction_sd: float = 1.0) -> np.ndarray:
         """L2 strength (1 / prior variance) per coefficient; covariates share their effects' scale."""
-        return np.array([0.0, phrasing_sd**-2, phrasing_sd**-2, document_sd**-2])[self.groups]
+        return np.array([0.0, phrasing_sd**-2, phrasing_sd**-2, document_sd**-2, 0.0, interaction_sd**-2])[self.groups]
 
     def node_posteriors(self, coef: np.ndarray, document_sd: float) -> tuple[np.ndarray, np.ndarray]:
         """Each document's log-likelihood (D,) and posterior over the nodes (D, nodes) given ``coef``."""
@@ -307,88 +328,57 @@ class _Laplace(NamedTuple):
     coef: np.ndarray
     hessian: np.ndarray
     log_evidence: float
+    interaction_sd: float = 1.0
 
 
-#: Degrees of freedom of the phrasing effects' Student-t prior within a stratum of
-#: ``model-strata`` (1: Cauchy). There, phrasings that always give one answer sit at the
-#: extremes (always right, or never); heavy tails let them while the rest are shrunk as usual
-#: (on winowhy at 10%: std error 0.031 against 0.063 with a normal prior).
-STRATA_TAIL_DF = 1.0
-#: Reweighting steps of the t prior's fit (a scale mixture of normals, fitted by EM).
-_EM_STEPS = 8
-
-
-def _fit(cells: _Cells, phrasing_sd: float, document_sd: float, start: np.ndarray | None = None) -> _Laplace:
+def _fit(cells: _Cells, phrasing_sd: float, document_sd: float, start: np.ndarray | None = None, interaction_sd: float = 1.0) -> _Laplace:
     """The posterior mode (scipy's trust-region Newton on the exact gradient and Hessian) and
-    the Laplace approximation of the evidence ``log p(scores | scales)``.
-
-    With ``cells.tail_df`` the phrasing effects have a Student-t prior, fitted as a scale
-    mixture of normals: each phrasing's penalty is reweighted by EM, and the Laplace
-    approximation is taken at the weights reached.
-    """
-    base = cells.penalties(phrasing_sd, document_sd)
-    phrasing = cells.groups == _PHRASING
+    the Laplace approximation of the evidence ``log p(scores | scales)``."""
+    penalties = cells.penalties(phrasing_sd, document_sd, interaction_sd)
     x0 = np.zeros(cells.n_coef) if start is None else np.asarray(start, dtype=float)
-    nu = cells.tail_df
-    weights = np.ones(int(phrasing.sum()))
-    for _ in range(1 if nu is None else _EM_STEPS):
-        penalties = base.copy()
-        penalties[phrasing] *= weights
-        result = optimize.minimize(
-            cells.loss_grad,
-            x0,
-            args=(penalties, document_sd),
-            jac=True,
-            hess=cells.hessian,
-            method="trust-exact",
-            options={"gtol": 1e-5},
-        )
-        x0 = np.asarray(result.x)
-        if nu is None:
-            break
-        new = (nu + 1.0) / (nu + x0[phrasing] ** 2 / phrasing_sd**2)
-        settled = float(np.max(np.abs(new - weights))) < 1e-3
-        weights = new
-        if settled:
-            break
-    coef = x0
-    penalties = base.copy()
-    penalties[phrasing] *= weights
+    result = optimize.minimize(
+        cells.loss_grad,
+        x0,
+        args=(penalties, document_sd),
+        jac=True,
+        hess=cells.hessian,
+        method="trust-exact",
+        options={"gtol": 1e-5},
+    )
+    coef = np.asarray(result.x)
     loss, _ = cells.loss_grad(coef, penalties, document_sd)
     hessian = cells.hessian(coef, penalties, document_sd)
     sign, logdet = np.linalg.slogdet(hessian)
     if sign <= 0:  # not positive definite (no mode found): the scale gets no weight
-        return _Laplace(phrasing_sd, document_sd, coef, hessian, -math.inf)
-    # The flat intercept and the 2 pi terms common to every scale are left out.
+        return _Laplace(phrasing_sd, document_sd, coef, hessian, -math.inf, interaction_sd)
+    # The flat intercepts and the 2 pi terms common to every scale are left out.
     data_loss = loss - 0.5 * float(np.sum(penalties * coef**2))
-    if nu is None:
-        log_prior = 0.5 * float(np.sum(np.log(penalties[penalties > 0]))) - 0.5 * float(np.sum(penalties * coef**2))
-    else:
-        other = ~phrasing & (penalties > 0)
-        log_prior = (
-            0.5 * float(np.sum(np.log(penalties[other])))
-            - 0.5 * float(np.sum(penalties[other] * coef[other] ** 2))
-            + float(np.sum(stats.t.logpdf(coef[phrasing], df=nu, scale=phrasing_sd)))
-            + 0.5 * int(phrasing.sum()) * math.log(2 * math.pi)
-        )
-    return _Laplace(phrasing_sd, document_sd, coef, hessian, -data_loss + log_prior - 0.5 * logdet)
+    log_prior = 0.5 * float(np.sum(np.log(penalties[penalties > 0]))) - 0.5 * float(np.sum(penalties * coef**2))
+    return _Laplace(phrasing_sd, document_sd, coef, hessian, -data_loss + log_prior - 0.5 * logdet, interaction_sd)
 
 
 def _max_evidence(cells: _Cells) -> _Laplace:
-    """The fit at the prior scales of maximum evidence (empirical Bayes), by Nelder-Mead."""
+    """The fit at the prior scales of maximum evidence (empirical Bayes), by Nelder-Mead
+    (over the phrasing and document scales, and the interactions' with strata)."""
     warm: dict[str, np.ndarray] = {}
+    n_scales = 3 if cells.n_strata > 1 else 2
+
+    def fit_at(log_sd: np.ndarray) -> _Laplace:
+        extra = math.exp(log_sd[2]) if n_scales == 3 else 1.0
+        return _fit(cells, math.exp(log_sd[0]), math.exp(log_sd[1]), warm.get("coef"), extra)
 
     def negative(log_sd: np.ndarray) -> float:
-        fit = _fit(cells, math.exp(log_sd[0]), math.exp(log_sd[1]), warm.get("coef"))
+        fit = fit_at(log_sd)
         warm["coef"] = fit.coef
         return -fit.log_evidence
 
-    start = np.array([math.log(0.3), math.log(1.0)])
+    start = np.array([math.log(0.3), math.log(1.0), math.log(1.0)][:n_scales])
     # An explicit simplex: scipy's default steps from a zero coordinate are tiny.
-    options = {"xatol": 2e-2, "fatol": 1e-2, "initial_simplex": start + np.array([[0.0, 0.0], [0.7, 0.0], [0.0, 0.7]])}
-    bounds = [(math.log(_MIN_SD), math.log(_MAX_SD))] * 2
+    simplex = start + np.vstack([np.zeros(n_scales), 0.7 * np.eye(n_scales)])
+    options = {"xatol": 2e-2, "fatol": 1e-2, "initial_simplex": simplex}
+    bounds = [(math.log(_MIN_SD), math.log(_MAX_SD))] * n_scales
     result = optimize.minimize(negative, start, method="Nelder-Mead", bounds=bounds, options=options)
-    return _fit(cells, math.exp(result.x[0]), math.exp(result.x[1]), warm.get("coef"))
+    return fit_at(result.x)
 
 
 def _scale_posterior(cells: _Cells) -> tuple[list[_Laplace], np.ndarray]:
@@ -406,7 +396,7 @@ def _scale_posterior(cells: _Cells) -> tuple[list[_Laplace], np.ndarray]:
         fits: list[_Laplace] = []
         coef = start
         for sd in grid:
-            fits.append(_fit(cells, float(sd), best.document_sd, coef))
+            fits.append(_fit(cells, float(sd), best.document_sd, coef, best.interaction_sd))
             coef = fits[-1].coef
         log_w = np.array([f.log_evidence for f in fits]) + np.log(grid)  # a log grid: d(sd) = sd d(log sd)
         if not np.isfinite(log_w.max()):
@@ -438,6 +428,19 @@ def _document_offsets(cells: _Cells, coef: np.ndarray) -> np.ndarray:
     if not k_d:
         return np.zeros((cells.n_d, coef.shape[1]))
     return cells.zd @ coef[1 + cells.n_p + k_p :]
+
+
+def _stratum_offsets(cells: _Cells, coef: np.ndarray) -> np.ndarray | float:
+    """The stratum intercepts and phrasing x stratum effects of every cell: (B, P, D), or 0 without strata."""
+    if cells.n_strata < 2:
+        return 0.0
+    k = cells.n_strata
+    first = 1 + cells.n_p + cells.zp.shape[1] + cells.zd.shape[1]
+    per_doc = cells.centred[cells.codes]  # (D, K)
+    intercepts = per_doc[:, 1:] @ coef[first : first + k - 1]  # (D, B)
+    effects = coef[first + k - 1 : first + k - 1 + cells.n_p * k].reshape(cells.n_p, k, -1)  # (P, K, B)
+    per_cell = np.einsum("dk,pkb->bpd", per_doc, effects) + intercepts.T[:, None, :]
+    return np.asarray(per_cell)
 
 
 @dataclass(frozen=True, eq=False)
@@ -544,8 +547,8 @@ def _cholesky(precision: np.ndarray) -> np.ndarray:
 _PROPOSALS_PER_DRAW = 4
 #: Below this effective sample size (a share of the proposals), a second, adapted stage is drawn.
 _ADAPT_BELOW = 0.5
-#: Degrees of freedom of the adapted proposal (a multivariate Student-t: the Cauchy prior's
-#: tail, along which an all-right phrasing's effect runs, is heavier than a normal's).
+#: Degrees of freedom of the adapted proposal (a multivariate Student-t: along the effect of
+#: a phrasing right on every scored cell the posterior falls off slowly on the far side).
 _ADAPTED_DF = 1.0
 
 
@@ -556,16 +559,10 @@ def _log_likelihood(cells: _Cells, coef: np.ndarray, document_sd: float) -> np.n
     return np.asarray(special.logsumexp(per_doc.reshape(cells.n_d, coef.shape[1], _NODES.size) + _LOG_NODE_WEIGHTS, axis=2).sum(axis=0))
 
 
-def _log_prior(cells: _Cells, coef: np.ndarray, phrasing_sd: float, document_sd: float) -> np.ndarray:
-    """The fixed part's log prior density (up to a constant) for ``coef`` (K, B): (B,)."""
-    penalties = cells.penalties(phrasing_sd, document_sd)
-    phrasing = cells.groups == _PHRASING
-    if cells.tail_df is None:
-        return -0.5 * np.sum(penalties[:, None] * coef**2, axis=0)
-    other = ~phrasing
-    return -0.5 * np.sum(penalties[other, None] * coef[other] ** 2, axis=0) + np.sum(
-        stats.t.logpdf(coef[phrasing], df=cells.tail_df, scale=phrasing_sd), axis=0
-    )
+def _log_prior(cells: _Cells, coef: np.ndarray, fit: _Laplace) -> np.ndarray:
+    """The fixed part's log prior density (up to a constant) at ``fit``'s scales, for ``coef`` (K, B): (B,)."""
+    penalties = cells.penalties(fit.phrasing_sd, fit.document_sd, fit.interaction_sd)
+    return -0.5 * np.sum(penalties[:, None] * coef**2, axis=0)
 
 
 def _log_posterior(cells: _Cells, fit: _Laplace, coefs: np.ndarray) -> np.ndarray:
@@ -573,8 +570,7 @@ def _log_posterior(cells: _Cells, fit: _Laplace, coefs: np.ndarray) -> np.ndarra
     chunk = max(1, 4_000_000 // max(cells.y.size * _NODES.size, 1))
     return np.concatenate(
         [
-            _log_likelihood(cells, coefs[:, i : i + chunk], fit.document_sd)
-            + _log_prior(cells, coefs[:, i : i + chunk], fit.phrasing_sd, fit.document_sd)
+            _log_likelihood(cells, coefs[:, i : i + chunk], fit.document_sd) + _log_prior(cells, coefs[:, i : i + chunk], fit)
             for i in range(0, coefs.shape[1], chunk)
         ]
     )
@@ -604,7 +600,7 @@ def _importance_draws(cells: _Cells, fit: _Laplace, m: int, rng: np.random.Gener
     fitted) and ``m`` of them resampled by those weights. Where the weights are uneven
     (effective sample size below half the proposals), a second stage draws as many again from
     an even mixture of the normal and a Student-t fitted to the weighted first stage (adaptive
-    importance sampling; the t's tails follow the prior's, the normal keeps the mode covered), and the
+    importance sampling; the t's heavy tails cover the long side, the normal the mode), and the
     two stages are resampled together, each proposal weighted against the mixture of all.
     """
     k = cells.n_coef
@@ -659,6 +655,7 @@ class _Posterior(NamedTuple):
     phrasing_sd: np.ndarray  # the grid of phrasing-effect scales
     weights: np.ndarray  # their posterior weights
     document_sd: float
+    interaction_sd: float
     effective: float  # importance sampling's effective sample size, summed over the scale grid
     proposals: int  # and the proposals drawn
 
@@ -700,32 +697,30 @@ def _posterior_scores(matrix: PartialMatrix, cells: _Cells, n_draws: int, rng: n
             post = np.exp(log_post - special.logsumexp(log_post, axis=2, keepdims=True))
             node = np.minimum((np.cumsum(post, axis=2) < rng.random((n_d, k, 1))).sum(axis=2), n_nodes - 1)
             beta = (fit.document_sd * _NODES[node] + _document_offsets(cells, coef)).T  # (k, D)
-            prob = expit(_phrasing_logits(cells, coef).T[:, :, None] + beta[:, None, :])
+            prob = expit(_phrasing_logits(cells, coef).T[:, :, None] + beta[:, None, :] + _stratum_offsets(cells, coef))
             mean = np.einsum("kpd,pd->kp", prob, unscored_f)
             var = mean - np.einsum("kpd,pd->kp", prob * prob, unscored_f)
             total = observed_sum + mean + np.sqrt(np.maximum(var, 0.0)) * rng.standard_normal(mean.shape)
             out.append(np.clip(total / n_target, 0.0, 1.0))
-    return _Posterior(np.concatenate(out), np.array([f.phrasing_sd for f in fits]), weights, fits[0].document_sd, effective, n_proposals)
+    return _Posterior(
+        np.concatenate(out),
+        np.array([f.phrasing_sd for f in fits]),
+        weights,
+        fits[0].document_sd,
+        fits[0].interaction_sd,
+        effective,
+        n_proposals,
+    )
 
 
-def _strata_groups(matrix: PartialMatrix, strata: np.ndarray | None) -> list[np.ndarray] | None:
-    """Column indices of each document stratum, or None when the matrix is fitted whole.
-
-    A stratum needs a scored cell for every phrasing on average (``P`` cells); a split that
-    leaves one with fewer is not made (the estimate is then the unstratified one).
-    """
+def _strata_labels(matrix: PartialMatrix, strata: np.ndarray | None) -> np.ndarray | None:
+    """The documents' strata, checked; None when there are none or all share one."""
     if strata is None:
         return None
     labels = np.asarray(strata)
     if labels.shape != (matrix.shape[1],):
         raise ValueError(f"strata has {labels.size} labels for {matrix.shape[1]} documents; give one label per document")
-    groups = [np.flatnonzero(labels == value) for value in np.unique(labels)]
-    if len(groups) < 2:
-        return None
-    observed = matrix.observed
-    if min(int(observed[:, g].sum()) for g in groups) < matrix.shape[0]:
-        return None
-    return groups
+    return labels if np.unique(labels).size > 1 else None
 
 
 def _model_estimate(
@@ -737,62 +732,35 @@ def _model_estimate(
     zd_raw: np.ndarray | None,
     strata: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, str]]:
-    groups = _strata_groups(matrix, strata)
+    labels = _strata_labels(matrix, strata)
     rng = np.random.default_rng([seed, *matrix.shape, int(matrix.observed.sum())])
-    if groups is None:
-        cells = _Cells(matrix, zp_raw, zd_raw)
-        posteriors = [_posterior_scores(matrix, cells, n_draws, rng)]
-        scores = posteriors[0].scores
-    else:
-        # Each stratum fitted on its own (its own intercept, phrasing effects and scales):
-        # a phrasing's score is the document-weighted sum of its strata's scores.
-        target = matrix.target | matrix.observed
-        totals = np.zeros((n_draws, matrix.shape[0]))
-        posteriors = []
-        for cols in groups:
-            sub = PartialMatrix(matrix.phrasings, tuple(matrix.documents[j] for j in cols), matrix.values[:, cols], matrix.target[:, cols])
-            zd = None if zd_raw is None else np.asarray(zd_raw, dtype=float).reshape(matrix.shape[1], -1)[cols]
-            posterior = _posterior_scores(sub, _Cells(sub, zp_raw, zd, tail_df=STRATA_TAIL_DF), n_draws, rng)
-            posteriors.append(posterior)
-            totals += posterior.scores * np.maximum(target[:, cols].sum(axis=1), 1)
-        scores = totals / np.maximum(target.sum(axis=1), 1)
-    draws = np.concatenate([scores, across_statistics(scores)], axis=1)
+    cells = _Cells(matrix, zp_raw, zd_raw, strata=labels)
+    posterior = _posterior_scores(matrix, cells, n_draws, rng)
+    draws = np.concatenate([posterior.scores, across_statistics(posterior.scores)], axis=1)
     alpha = (1.0 - level) / 2.0
     low, high = np.percentile(draws, [100 * alpha, 100 * (1 - alpha)], axis=0)
     point = np.median(draws, axis=0)
-    if groups is not None:
-        # Per stratum, the heavy-tailed prior lets every phrasing's draws wander, so the
-        # spread across phrasings within a draw (and with it the std and the outer
-        # percentiles) comes out wider than the phrasings' own estimates say. The statistics
-        # across phrasings are taken at the phrasing estimates instead, their CIs the draws'
-        # quantiles moved with them (see README, Budgeted evaluation: measured on full runs).
-        n_p = matrix.shape[0]
-        at_estimates = across_statistics(point[:n_p])
-        shift = at_estimates - point[n_p:]
-        point[n_p:], low[n_p:], high[n_p:] = at_estimates, np.maximum(low[n_p:] + shift, 0.0), np.minimum(high[n_p:] + shift, 1.0)
-    scale_notes = []
-    for posterior in posteriors:
-        grid, cdf = posterior.phrasing_sd, np.cumsum(posterior.weights)
-        sd_low, sd_mid, sd_high = (float(grid[min(int(np.searchsorted(cdf, q)), grid.size - 1)]) for q in (alpha, 0.5, 1 - alpha))
-        scale_notes.append(
-            f"phrasing effects' sd {sd_mid:.3g} logits ({level:.0%}: {sd_low:.3g}-{sd_high:.3g}), integrated over; "
-            f"document effects' sd {posterior.document_sd:.3g} (maximum evidence)"
-        )
+    grid, cdf = posterior.phrasing_sd, np.cumsum(posterior.weights)
+    sd_low, sd_mid, sd_high = (float(grid[min(int(np.searchsorted(cdf, q)), grid.size - 1)]) for q in (alpha, 0.5, 1 - alpha))
+    scales = (
+        f"phrasing effects' sd {sd_mid:.3g} logits ({level:.0%}: {sd_low:.3g}-{sd_high:.3g}), integrated over; "
+        f"document effects' sd {posterior.document_sd:.3g}"
+        + (f", phrasing x stratum effects' sd {posterior.interaction_sd:.3g}" if labels is not None else "")
+        + " (maximum evidence)"
+    )
     covariates = (0 if zp_raw is None else 1) + (0 if zd_raw is None else 1)
     details = {
         "model": "logistic phrasing + document effects"
         + (" + covariates" if covariates else "")
         + (
-            f", fitted per stratum of documents ({len(groups)} strata; Cauchy prior on the phrasing effects; "
-            "statistics across phrasings taken at the phrasing estimates)"
-            if groups
+            f" + each phrasing's effect per stratum of documents ({cells.n_strata} strata: its preference for one answer)"
+            if labels is not None
             else ""
         ),
-        "penalties": scale_notes[0] if len(scale_notes) == 1 else "; ".join(f"stratum {i + 1}: {n}" for i, n in enumerate(scale_notes)),
+        "penalties": scales,
         "ci": f"posterior quantiles ({n_draws} draws of the full run; document effects integrated by quadrature, "
-        "the rest drawn from a Laplace approximation reweighted to the exact posterior (effective sample size "
-        + ", ".join(f"{p.effective:.0f} of {p.proposals} proposals" for p in posteriors)
-        + "), the phrasing scale over a grid)",
+        f"the rest drawn from a Laplace approximation reweighted to the exact posterior (effective sample size "
+        f"{posterior.effective:.0f} of {posterior.proposals} proposals), the phrasing scale over a grid)",
     }
     return point, low, high, details
 
@@ -846,16 +814,14 @@ def estimate_budget(
     Args:
         matrix: the partly scored grid; every phrasing needs a scored cell.
         estimator: ``model`` (logistic phrasing + document model), ``model-strata`` (the same
-            per stratum of documents) or ``sampled-mean``.
+            with each phrasing's effect per stratum of documents) or ``sampled-mean``.
         n_boot: posterior draws (model) or bootstrap replicates (sampled mean) for the CIs.
         seed: seeds the folds and the bootstrap.
         level: the CIs' confidence level.
         phrasing_covariates: optional (P, k) phrasing features (``model`` only).
         document_covariates: optional (D, m) document features (``model`` only).
         strata: (D,) label per document (e.g. the index of its right option), for
-            ``model-strata``: the model is fitted per stratum and a phrasing's score is the
-            document-weighted sum of its strata's. When a stratum has fewer scored cells than
-            there are phrasings, the matrix is fitted whole (``details`` says which).
+            ``model-strata``. With a single label the estimate is ``model``'s.
 
     Raises:
         ValueError: an unknown estimator, a phrasing without a scored cell, or strata of the
