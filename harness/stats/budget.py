@@ -26,10 +26,10 @@ the posterior mode (scipy's trust-region Newton on the exact gradient and Hessia
 reweighted to the exact posterior by importance sampling (:func:`_importance_draws`): where
 a phrasing is right on every scored cell of a stratum its posterior is one-sided, and the
 normal alone spreads it to both sides. The document effects' scale (and with strata the
-phrasing x stratum effects') is set by maximum evidence (hundreds of documents fix it); the phrasing effects' scale is integrated over a
-grid under a uniform prior, because a few dozen phrasings with a few cells each leave it
-uncertain, and that uncertainty is most of the uncertainty of the spread across phrasings
-(std, outer percentiles). Posterior means of shrunken effects would understate the spread;
+phrasing x stratum effects') is set by maximum evidence (hundreds of documents fix it); the
+phrasing effects' scale is integrated over a grid under a uniform prior, because a few
+dozen phrasings with a few cells each leave it uncertain, and that uncertainty is most of
+the uncertainty of the spread across phrasings (std, outer percentiles). Posterior means of shrunken effects would understate the spread;
 draws of the full run do not, since each draw spreads the phrasings as widely as the
 posterior allows. The sampled mean's intervals are the percentile bootstrap over documents.
 """
@@ -216,7 +216,8 @@ class _Cells:
     """The scored cells and the model's likelihood with every document effect integrated out.
 
     ``P(y = 1) = sigmoid(x_cell . coef + document_sd * u)``, ``u ~ N(0, 1)`` per document:
-    ``coef`` holds the intercept, the phrasing effects and the covariates' coefficients, and
+    ``coef`` holds the intercept, the phrasing effects, the covariates' coefficients and, with
+    strata, the stratum intercepts and each phrasing's effect per stratum (centred), and
     each document's likelihood is a Gauss-Hermite sum over ``u`` (a document has only a few
     scored cells, too few for a normal approximation of its effect's posterior to be good).
     """
