@@ -395,7 +395,7 @@ def test_matrix_from_phrasings_keeps_a_ragged_run() -> None:
 
 def test_budget_check_reports_error_and_coverage_per_budget() -> None:
     matrix, _ = synthetic(3, n_p=10, n_d=60)
-    result = check_budgets(matrix, "syn", budgets=(0.05, 0.2, 0.5), repeats=3, n_boot=30, seed=0)
+    result = check_budgets(matrix, "syn", budgets=(0.05, 0.2, 0.5), repeats=3, n_boot=30, seed=0, estimators=(MODEL, SAMPLED_MEAN))
     assert any("5%" in n and "skipped" in n for n in result.notes)  # 30 cells < 60 documents
     assert {r.budget for r in result.rows} == {0.2, 0.5}
     assert {(r.estimator, r.statistic) for r in result.rows} == {
@@ -434,6 +434,8 @@ def test_budget_check_cli_on_a_ragged_import(tmp_path: Path) -> None:
     rows = list(csv.DictReader((out / "budget_check.csv").open()))
     assert {r["budget"] for r in rows} == {"0.5"}  # 10% of the cells is below one per document
     assert {r["estimator"] for r in rows} == {MODEL, SAMPLED_MEAN}
+    # An import knows no right options: model-strata, run by default, is left out with a note.
+    assert "no right option known per document; the model-strata estimator is left out" in result.output
     assert "below one cell per phrasing and document" in result.output
     assert "| 50% |" in (out / "budget_check.md").read_text()
     assert (out / "budget_check.png").read_bytes()[:4] == b"\x89PNG"

@@ -187,14 +187,16 @@ def test_the_whole_study_runs_and_a_second_run_skips_every_stage(tmp_path: Path)
 
 
 @pytest.mark.parametrize(
-    ("voter", "expected"),
+    ("voter", "expected", "reported"),
     [
-        ("model", [None, None]),
-        ("baseline", ["seed-1/baseline/train/adapter", "seed-2/baseline/train/adapter"]),
-        ("hf:pretrained=/v", ["hf:pretrained=/v"] * 2),
+        ("model", [None, None], "the generating (un-tuned) model"),
+        ("baseline", ["seed-1/baseline/train/adapter", "seed-2/baseline/train/adapter"], "the seed's baseline fine-tune"),
+        ("hf:pretrained=/v", ["hf:pretrained=/v"] * 2, "`hf:pretrained=/v`"),
     ],
 )
-def test_the_voter_setting_picks_who_votes_on_synthetic_examples(tmp_path: Path, voter: str, expected: list[str | None]) -> None:
+def test_the_voter_setting_picks_who_votes_on_synthetic_examples(
+    tmp_path: Path, voter: str, expected: list[str | None], reported: str
+) -> None:
     from dataclasses import replace
 
     fakes = Fakes()
@@ -206,7 +208,7 @@ def test_the_voter_setting_picks_who_votes_on_synthetic_examples(tmp_path: Path,
         else:
             assert got is not None and got.startswith("irh-fast:pretrained=/fake/base,peft=") and got.endswith(want)
     text = (tmp_path / "study" / "report.md").read_text()
-    assert "few-shot votes by" in text
+    assert f"few-shot votes by {reported} all give its intended label" in text
 
 
 def test_a_stage_killed_mid_write_is_redone_and_nothing_before_it(tmp_path: Path) -> None:

@@ -533,8 +533,12 @@ class _Study:
         if voter == "model":
             return None
         if voter == "baseline":
-            return self.adapter_spec(self.out / _seed_dir(seed) / "baseline" / "train" / "adapter")
+            return self.adapter_spec(self.adapter_path(seed, "baseline"))
         return voter
+
+    def adapter_path(self, seed: int, variant: str) -> Path:
+        """Where the train stage of ``variant`` on seed ``seed`` writes its LoRA adapter."""
+        return self.out / _seed_dir(seed) / variant / "train" / "adapter"
 
     def adapter_spec(self, adapter: Path) -> str:
         return f"irh-fast:pretrained={self.prepared.base},peft={adapter}"
@@ -573,7 +577,7 @@ class _Study:
             if variant != "baseline":
                 self.stages.run(f"{sd}/{variant}/select", f"{label} · select", partial(self.select, seed=seed, variant=variant))
             self.stages.run(f"{sd}/{variant}/train", f"{label} · fine-tune", partial(self.train, seed=seed, variant=variant))
-            adapter = self.out / sd / variant / "train" / "adapter"
+            adapter = self.adapter_path(seed, variant)
             self.stages.run(f"{sd}/{variant}/eval", f"{label} · evaluate", self.evaluate_stage(self.adapter_spec(adapter)), keep=("runs",))
             if variant == "baseline":
                 self.stages.run(f"{sd}/grouping", f"seed {seed} · grouping", lambda f: self.grouping(f, seed))

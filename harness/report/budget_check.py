@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.stats.budget import MODEL, MODEL_STRATA, SAMPLED_MEAN, PartialMatrix, document_strata, matrix_from_phrasings
+from harness.stats.budget import ALL_ESTIMATORS, PartialMatrix, document_strata, matrix_from_phrasings
 from harness.stats.budget_check import PHRASING, CheckRow, check_budgets
 
 CSV_NAME = "budget_check.csv"
@@ -123,8 +123,8 @@ def run_budget_check(
     """Check budgeted estimation on full runs: run folders, import folders or import files.
 
     Every task with at least two per-document phrasings is checked, by ``estimators`` (default:
-    ``model`` and ``sampled-mean``, and ``model-strata`` on tasks whose documents' right
-    options are known: multiple-choice run folders); with several models the
+    all; ``model-strata`` only where the documents' right options are known, multiple-choice
+    run folders, with a note where not); with several models the
     rows' task is ``model/task``.
 
     Returns:
@@ -155,7 +155,7 @@ def run_budget_check(
     rows: list[CheckRow] = []
     with tqdm(total=len(jobs) * len(budgets) * repeats, disable=not show_progress, desc="budget-check", unit="subsample") as bar:
         for name, matrix, strata in jobs:
-            chosen = list(estimators) if estimators else [MODEL, *([MODEL_STRATA] if strata is not None else []), SAMPLED_MEAN]
+            chosen = estimators or ALL_ESTIMATORS
             result = check_budgets(
                 matrix, name, budgets, repeats, n_boot, seed, chosen, level, progress=bar.update, rounds=rounds, strata=strata
             )

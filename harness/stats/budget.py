@@ -55,8 +55,7 @@ MODEL = "model"
 #: The model with each phrasing's effect per stratum of documents (their right option; needs ``strata``).
 MODEL_STRATA = "model-strata"
 SAMPLED_MEAN = "sampled-mean"
-#: The estimators a budgeted report and `irh budget-check` use by default.
-ESTIMATORS = (MODEL, SAMPLED_MEAN)
+#: Every estimator (`irh budget-check` runs them all unless told otherwise).
 ALL_ESTIMATORS = (MODEL, MODEL_STRATA, SAMPLED_MEAN)
 #: Default posterior draws (model) or bootstrap replicates (sampled mean) of a budgeted estimate.
 DEFAULT_BUDGET_BOOT = 400
@@ -819,8 +818,8 @@ def estimate_budget(
         n_boot: posterior draws (model) or bootstrap replicates (sampled mean) for the CIs.
         seed: seeds the folds and the bootstrap.
         level: the CIs' confidence level.
-        phrasing_covariates: optional (P, k) phrasing features (``model`` only).
-        document_covariates: optional (D, m) document features (``model`` only).
+        phrasing_covariates: optional (P, k) phrasing features (the two model estimators).
+        document_covariates: optional (D, m) document features (the two model estimators).
         strata: (D,) label per document (e.g. the index of its right option), for
             ``model-strata``. With a single label the estimate is ``model``'s.
 

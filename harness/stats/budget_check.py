@@ -21,8 +21,8 @@ import numpy as np
 from harness.budget import BudgetError, adaptive_round, allocate_cells, minimum_cells, round_cells, start_cells
 from harness.stats.budget import (
     ACROSS_STATISTICS,
+    ALL_ESTIMATORS,
     DEFAULT_BUDGET_BOOT,
-    ESTIMATORS,
     MODEL_STRATA,
     PartialMatrix,
     across_statistics,
@@ -113,7 +113,7 @@ def check_budgets(
     repeats: int = DEFAULT_REPEATS,
     n_boot: int = DEFAULT_BUDGET_BOOT,
     seed: int = 0,
-    estimators: Sequence[str] = ESTIMATORS,
+    estimators: Sequence[str] = ALL_ESTIMATORS,
     level: float = 0.95,
     progress: Callable[[int], None] | None = None,
     rounds: int = 0,
@@ -128,7 +128,7 @@ def check_budgets(
         repeats: subsamples per budget (each with its own design seed).
         n_boot: bootstrap replicates per estimate.
         seed: the first design seed; repeat ``r`` uses ``seed + r``.
-        estimators: names from :data:`harness.stats.budget.ALL_ESTIMATORS`.
+        estimators: names from :data:`harness.stats.budget.ALL_ESTIMATORS` (default: all).
         level: the CIs' confidence level.
         progress: called with 1 after each (budget, repeat).
         rounds: adaptive rounds after a balanced start (0: the balanced design alone).
