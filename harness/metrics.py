@@ -10,6 +10,9 @@ and ``models/model_utils.py``) wherever a task says how BIG-bench reads an answe
 - ``exact_str_match``: the post-processed answer equals one of the targets, unaltered;
 - ``rougeLsum``: ROUGE-Lsum F-measure x 100 against the best-scoring target, after T5's
   summary preparation (" . " becomes " .\\n", so each sentence is a summary line);
+- ``exact_match_norm`` (open-domain QA, not a BIG-bench metric): SQuAD's answer normalisation
+  (lower case, punctuation and the articles a/an/the removed, white space collapsed) on both
+  sides, then equality with any target, as lm-eval's triviaqa and nq_open score;
 - ``bleu``: sacrebleu corpus BLEU as T5 computes it (``intl`` tokenizer, ``exp`` smoothing
   with value 0, no effective order), with every target as a reference.
 
@@ -73,6 +76,16 @@ def postprocess_output(text: str, output_regex: str | None = None, stop_string: 
     return text
 
 
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCTUATION = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+
+
+def normalise_answer(text: str) -> str:
+    """SQuAD's answer normalisation: lower case, no punctuation, no articles, single spaces."""
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
 def rouge_lsum(target: str, answer: str) -> float:
     """ROUGE-Lsum F-measure (0-1) of ``answer`` against ``target``, as T5 and BIG-bench compute it."""
     from rouge_score import rouge_scorer
@@ -115,7 +128,7 @@ def score_generation(
     Args:
         text: the generated answer, as the model produced it.
         targets: the acceptable answers.
-        metric: ``exact_str_match``, ``rougeLsum`` (0-100) or ``bleu`` (0-100).
+        metric: ``exact_str_match``, ``exact_match_norm``, ``rougeLsum`` (0-100) or ``bleu`` (0-100).
         output_regex: BIG-bench's answer pattern for the task (see :func:`postprocess_output`).
         stop_string: BIG-bench's stop string for the task.
 
@@ -129,6 +142,10 @@ def score_generation(
         exact = answer in targets
     if metric == "exact_str_match":
         return Score(float(exact), exact)
+    if metric == "exact_match_norm":
+        normal = normalise_answer(answer)
+        matched = any(normal == normalise_answer(t) for t in targets)
+        return Score(float(matched), matched)
     if metric == "rougeLsum":
         return Score(100.0 * max(rouge_lsum(t, answer) for t in targets), exact)
     if metric == "bleu":

@@ -57,6 +57,10 @@ class TaskRecord(BaseModel):
     #: today's tasks/*.yaml); None in run folders written before they were recorded.
     family: str | None = None
     category: str | None = None
+    #: The sha256 of the split's normalised documents as scored (harness/data/pins.py), and
+    #: whether it matched a pinned hash; None in run folders written before they were recorded.
+    content_sha256: str | None = None
+    content_pinned: bool | None = None
 
 
 class InstructionRecord(BaseModel):

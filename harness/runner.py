@@ -85,9 +85,12 @@ def start_run(
     for task in {item.task.id: item.task for item in items}.values():
         docs = load_documents(task.data_name, task.split)
         chosen = select_documents(docs, limit, seed, task.id)
+        status = dataset_status(task.data_name, task.split)
         tasks[task.id] = TaskRecord(
             spec_sha256=task_spec_sha256(task),
-            source=dataset_status(task.data_name, task.split).source,
+            source=status.source,
+            content_sha256=status.content_sha256,
+            content_pinned=status.pinned,
             split=task.split,
             documents_total=len(docs),
             doc_ids=[d["id"] for d in chosen],

@@ -44,7 +44,7 @@ Collection = Literal[
 ]
 
 OutputType = Literal["multiple_choice", "generate_until"]
-Metric = Literal["acc", "multiple_choice_grade", "exact_str_match", "bleu", "rougeLsum"]
+Metric = Literal["acc", "multiple_choice_grade", "exact_str_match", "exact_match_norm", "bleu", "rougeLsum"]
 #: ``letters``: A, B, ...; ``lowercase``: a, b, ... (prompts that list the options as "(a)");
 #: ``numbers``: 1, 2, ...; ``text``: the option texts.
 AnswerStyle = Literal["text", "letters", "lowercase", "numbers"]

@@ -138,8 +138,29 @@ def _flan_tasks_dir(root: Path) -> Path:
           - group: boolq_flan
             task:
               - task: boolq_prompt-0
-                doc_to_text: "Synthetic B: {{passage}}"
+                doc_to_text: "Synthetic B: {{passage}} // {{question}}? no or yes"
                 doc_to_target: "{{['no', 'yes'][label]}}"
+          - group: arc_easy_flan
+            task:
+              - task: arc_easy_prompt-0
+                doc_to_text: "Synthetic sci: {{question}}\nPICK ONE:\n* {{choices.text|join('\n* ')}}"
+                doc_to_target: "{{choices.text[choices.label.index(answerKey)]}}"
+              - task: arc_easy_prompt-1
+                doc_to_text: "Synthetic sci letters: {{question}} {{choices.label|join(',')}}"
+                doc_to_target: "{{choices.text[choices.label.index(answerKey)]}}"
+              - task: arc_easy_prompt-2
+                doc_to_text: "Synthetic sci key: {{question}} {{choices.text|join(', ')}}"
+                doc_to_target: "{{answerKey}}"
+          - group: arc_challenge_flan
+            task:
+              - task: arc_challenge_prompt-0
+                doc_to_text: "Synthetic sci: {{question}}\nPICK ONE:\n* {{choices.text|join('\n* ')}}"
+                doc_to_target: "{{choices.text[choices.label.index(answerKey)]}}"
+          - group: piqa_flan
+            task:
+              - task: piqa_prompt-0
+                doc_to_text: "Synthetic P: {{goal}}"
+                doc_to_target: "{{[sol1, sol2][label]}}"
         """,
     )
     _write(
@@ -169,7 +190,7 @@ def test_flan_synthetic_mapping_skipping_and_counts(tmp_path: Path, registry: Re
     check_result(result, registry.tasks)
     drop_repeats([result], registry.tasks)
     entries = by_id(result)
-    assert set(entries) == {"flan.anli.t00", "flan.rte.t00", "flan.mmlu.n_shot-loglikelihood"}
+    assert set(entries) == {"flan.anli.t00", "flan.rte.t00", "flan.boolq.t00", "flan.arc.t00", "flan.mmlu.n_shot-loglikelihood"}
     anli = entries["flan.anli.t00"].instruction  # type: ignore[attr-defined]
     assert anli.answer_choices == {"entailment": "Sure", "neutral": "Unclear", "contradiction": "Nah"}
     assert anli.provenance.source == "lm-eval 9.9.9:tasks/benchmarks/flan/flan_held_in.yaml#anli_r1_prompt-0"
@@ -179,15 +200,29 @@ def test_flan_synthetic_mapping_skipping_and_counts(tmp_path: Path, registry: Re
     assert (rte.target_kind, rte.target) == ("category", "nli-2way")  # type: ignore[attr-defined]
     mmlu = entries["flan.mmlu.n_shot-loglikelihood"].instruction  # type: ignore[attr-defined]
     assert mmlu.provenance.status == "unobserved" and mmlu.answer_choices == "letters"
+    boolq = entries["flan.boolq.t00"]
+    assert (boolq.target_kind, boolq.target) == ("task", "glue.boolq")  # type: ignore[attr-defined]
+    assert boolq.instruction.answer_choices == {"no": "no", "yes": "yes"}  # type: ignore[attr-defined]
+    # ARC: the options' texts, in our order, scored as they are; ARC-Challenge's copy is a repeat.
+    arc = entries["flan.arc.t00"]
+    assert (arc.target_kind, arc.target) == ("family", "arc")  # type: ignore[attr-defined]
+    assert arc.instruction.answer_choices == "text"  # type: ignore[attr-defined]
+    task = registry.tasks["arc.easy"]
+    doc = {"id": "d", "group": "", "fields": {"question": "Which is warm?"}, "choices": ["ice", "sun", "snow"], "scores": [0.0, 1.0, 0.0]}
+    prompt = render_prompt(arc.instruction, task, doc)  # type: ignore[attr-defined]
+    assert prompt.user == "Synthetic sci: Which is warm?\nPICK ONE:\n* ice\n* sun\n* snow"
+    assert prompt.options == ["ice", "sun", "snow"]
     why = reasons(result)
-    assert why["same text as an earlier phrasing"] == 1
+    assert why["same text as an earlier phrasing"] == 2
     assert why["uses ['idx'], which have no field in our tasks"] == 1
     assert why["uses YAML tags (e.g. !function) that are not imported"] == 1
     assert why["doc_to_target is not a list of answer words indexed by label"] == 1
-    assert why["no task in this registry for FLAN dataset 'boolq'"] == 1
+    assert why["uses ['choices.label'], which have no field in our tasks"] == 1
+    assert why["target is not the document's right option"] == 1
+    assert why["no task in this registry for FLAN dataset 'piqa'"] == 1
     assert any(r.startswith("chain-of-thought") for r in why)
     counts = result.counts()
-    assert (counts.imported, counts.observed, counts.unobserved, counts.skipped) == (3, 2, 1, 6)
+    assert (counts.imported, counts.observed, counts.unobserved, counts.skipped) == (5, 4, 1, 9)
 
 
 # --------------------------------------------------------------------------- promptsource
@@ -226,7 +261,8 @@ def test_promptsource_synthetic_sdist(tmp_path: Path, registry: Registry) -> Non
             _template(
                 "t1",
                 "synthetic can",
-                "Synth: {{premise}} then {{hypothesis}}? ||| {% if label != -1 %}{{ answer_choices[label] }}{% endif %}",
+                "Synth: {{premise}} then {{hypothesis}}? Yep, Perhaps or Nope? ||| "
+                "{% if label != -1 %}{{ answer_choices[label] }}{% endif %}",
                 "Yep ||| Nope ||| Perhaps",
             ),
             _template(
@@ -243,8 +279,17 @@ def test_promptsource_synthetic_sdist(tmp_path: Path, registry: Registry) -> Non
             ),
         ]
     )
-    anli = "dataset: anli\ntemplates:" + _template(
-        "a1", "same text", "Synth: {{premise}} then {{hypothesis}}? ||| {{answer_choices[label]}}", "Yep ||| Perhaps ||| Nope"
+    anli = (
+        "dataset: anli\ntemplates:"
+        + _template(
+            "a1",
+            "same text",
+            "Synth: {{premise}} then {{hypothesis}}? Yep, Perhaps or Nope? ||| {{answer_choices[label]}}",
+            "Yep ||| Perhaps ||| Nope",
+        )
+        + _template(
+            "a2", "hidden words", "Synth hidden: {{premise}} so {{hypothesis}}? ||| {{answer_choices[label]}}", "Yep ||| Perhaps ||| Nope"
+        )
     )
     glue_rte = "dataset: glue\nsubset: rte\ntemplates:" + _template(
         "r1",
@@ -278,9 +323,174 @@ def test_promptsource_synthetic_sdist(tmp_path: Path, registry: Registry) -> Non
     assert why["uses ['idx'], which have no field in our tasks"] == 1
     assert why["unsupported YAML tag (not constructed)"] == 1
     assert why["dataset has no task in this registry"] == 1
+    # The registry refuses a verbaliser whose words the prompt never shows.
+    assert why["answer words never appear in the prompt (a verbaliser's words must be shown)"] == 1
     # The CB copy of the shared text: its words in CB's label order are the same verbaliser.
     assert why["same text as an earlier phrasing"] == 1
-    assert result.counts().imported == 2 and result.counts().skipped == 6
+    assert result.counts().imported == 2 and result.counts().skipped == 7
+
+
+def _choice_sdist(path: Path) -> Path:
+    """A made-up sdist with COPA-, ARC- and CommonsenseQA-like templates (all texts invented here)."""
+    q = json.dumps  # per-document answer choices are quoted strings in promptsource's files
+    copa = "dataset: super_glue\nsubset: copa\ntemplates:" + "".join(
+        [
+            _template(
+                "c1",
+                "synthetic pick",
+                "Synth cue: {{ premise }} -- the {{ question }}?\n* {{ choice1 }}\n* {{ choice2 }} ||| "
+                "{% if label != -1 %}{{ answer_choices[label] }}{% endif %}",
+                q("{{choice1}} ||| {{choice2}}"),
+            ),
+            _template(
+                "c2",
+                "synthetic inline",
+                'Synth which: "{{ answer_choices[0] }}" vs "{{ answer_choices[1] }}" after {{ premise }} ||| {{ answer_choices[label] }}',
+                q("{{ choice1 }} ||| {{ choice2 }}"),
+            ),
+            _template(
+                "c3",
+                "synthetic digits",
+                "Synth number: {{premise}} 1) {{choice1}} 2) {{choice2}} ||| {{answer_choices[label]}}",
+                q("1 ||| 2"),
+            ),
+            _template(
+                "c4",
+                "synthetic swapped",
+                "Synth swap: {{premise}} {{choice2}} or {{choice1}} ||| {{answer_choices[1 - label]}}",
+                q("{{choice2}} ||| {{choice1}}"),
+            ),
+            _template(
+                "c5",
+                "synthetic effect only",
+                '{% if question == "effect" %}Synth then: {{premise}} ||| {{answer_choices[label]}}{% endif %}',
+                q("{{choice1}} ||| {{choice2}}"),
+            ),
+            _template(
+                "c6",
+                "synthetic random",
+                '{{ ["Synth one:", "Synth two:"] | choice }} {{premise}} ||| {{answer_choices[label]}}',
+                q("{{choice1}} ||| {{choice2}}"),
+            ),
+        ]
+    )
+    arc_target = "{{answer_choices[choices.label.index(answerKey)]}}"
+    arc = "dataset: ai2_arc\nsubset: ARC-Easy\ntemplates:" + "".join(
+        [
+            _template(
+                "a1",
+                "synthetic list",
+                "Synth quiz: {{question}}\nCandidates: {{ choices['text'] | join('; ') }} |||\n" + arc_target,
+                q('{{choices.text | join("|||")}}'),
+            ),
+            _template(
+                "a2",
+                "synthetic four",
+                "Synth: one of these 4 options answers {{question}}\n- {{answer_choices | join('\\n- ')}} ||| " + arc_target,
+                q('{{choices.text | join("|||")}}'),
+            ),
+            _template("a3", "synthetic keys", "Synth keys: {{question}} ||| {{answerKey}}", q('{{choices.label | join("|||")}}')),
+            _template(
+                "a4", "synthetic two", "Synth first two: {{question}} ||| {{answer_choices[0]}}", q('{{choices.text[:2] | join("|||")}}')
+            ),
+        ]
+    )
+    challenge = arc.replace("subset: ARC-Easy", "subset: ARC-Challenge")
+    csqa = "dataset: commonsense_qa\ntemplates:" + _template(
+        "q1",
+        "synthetic guarded",
+        '{% if answerKey != "" %}\nSynth common: {{question}} |||\n{{ answer_choices[choices.label.index(answerKey)] }}\n{% endif %}',
+        q("{{choices.text | join('|||')}}"),
+    )
+    files = {"super_glue/copa": copa, "ai2_arc/ARC-Easy": arc, "ai2_arc/ARC-Challenge": challenge, "commonsense_qa": csqa}
+    return _sdist(path, files)
+
+
+def test_promptsource_multiple_choice_templates_checked_on_stand_in_rows(tmp_path: Path, registry: Registry) -> None:
+    from harness.importers.checks import check_result, drop_repeats
+
+    result = check_result(import_promptsource(_choice_sdist(tmp_path / "promptsource-0.2.3.tar.gz")), registry.tasks)
+    drop_repeats([result], registry.tasks)
+    entries = by_id(result)
+    assert set(entries) == {
+        "ps.super_glue-copa.synthetic-pick",
+        "ps.super_glue-copa.synthetic-inline",
+        "ps.ai2_arc-arc-easy.synthetic-list",
+        "ps.ai2_arc-arc-easy.synthetic-four",
+        "ps.commonsense_qa.synthetic-guarded",
+    }
+    for entry in entries.values():
+        assert entry.instruction.answer_choices == "text"  # type: ignore[attr-defined]
+        assert entry.instruction.provenance.collections == ["p3-promptsource"]  # type: ignore[attr-defined]
+
+    copa_task = registry.tasks["commonsense.copa"]
+    copa_doc = {
+        "id": "validation/0",
+        "group": "effect",
+        "fields": {"premise": "The glass fell.", "question": "effect"},
+        "choices": ["It broke.", "It sang."],
+        "scores": [1.0, 0.0],
+    }
+    pick = entries["ps.super_glue-copa.synthetic-pick"]
+    assert (pick.target_kind, pick.target) == ("task", "commonsense.copa")  # type: ignore[attr-defined]
+    assert "choices[0]" in pick.instruction.text and "choice1" not in pick.instruction.text  # type: ignore[attr-defined]
+    rendered = render_prompt(pick.instruction, copa_task, copa_doc)  # type: ignore[attr-defined]
+    assert rendered.user == "Synth cue: The glass fell. -- the effect?\n* It broke.\n* It sang."
+    assert rendered.options == ["It broke.", "It sang."]
+    inline = render_prompt(entries["ps.super_glue-copa.synthetic-inline"].instruction, copa_task, copa_doc)  # type: ignore[attr-defined]
+    assert inline.user == 'Synth which: "It broke." vs "It sang." after The glass fell.'
+
+    arc_task = registry.tasks["arc.challenge"]
+    arc_doc = {"id": "x", "group": "", "fields": {"question": "What melts?"}, "choices": ["rock", "ice", "sand"], "scores": [0.0, 1.0, 0.0]}
+    listing = entries["ps.ai2_arc-arc-easy.synthetic-list"]
+    assert (listing.target_kind, listing.target) == ("family", "arc")  # type: ignore[attr-defined]
+    rendered = render_prompt(listing.instruction, arc_task, arc_doc)  # type: ignore[attr-defined]
+    assert rendered.user == "Synth quiz: What melts?\nCandidates: rock; ice; sand"
+    assert rendered.options == ["rock", "ice", "sand"]
+    four = entries["ps.ai2_arc-arc-easy.synthetic-four"].instruction  # type: ignore[attr-defined]
+    assert four.option_count == 4 and entries["ps.ai2_arc-arc-easy.synthetic-list"].instruction.option_count is None  # type: ignore[attr-defined]
+    csqa_doc = {"id": "y", "group": "", "fields": {"question": "Where is sand?"}, "choices": list("abcde"), "scores": [1.0, 0, 0, 0, 0]}
+    guarded = entries["ps.commonsense_qa.synthetic-guarded"].instruction  # type: ignore[attr-defined]
+    assert render_prompt(guarded, registry.tasks["commonsense.csqa"], csqa_doc).user.strip() == "Synth common: Where is sand?"
+
+    why = reasons(result)
+    assert why["answer choices are letters or numbers, not the option texts"] == 3  # COPA digits, ARC keys (x2)
+    assert why["answer choices are the document's options in another order than ours"] == 1
+    assert why["answer choices are a subset of the document's options"] == 2
+    assert why["renders no prompt for some documents (the template covers only part of the data)"] == 1
+    assert why["picks its wording or option order at random per document (promptsource's choice filter)"] == 1
+    assert why["same text as an earlier phrasing"] == 2  # ARC-Challenge's copies of the two kept ones
+
+
+def test_promptsource_observed_multiple_choice_seen_per_model_family(tmp_path: Path) -> None:
+    from harness.plan import build_plan, held_out_tasks_for, seen_collections_for
+
+    archive = _choice_sdist(tmp_path / "promptsource-0.2.3.tar.gz")
+    registry, _ = load_registry_with_observed(sources=[SourceSpec("promptsource", archive)])
+
+    def seen(model: str, task_id: str, pattern: str) -> bool:
+        items = build_plan(
+            registry,
+            [registry.task(task_id)],
+            instruction_patterns=[pattern],
+            seen_collections=seen_collections_for(model),
+            held_out_tasks=held_out_tasks_for(model),
+        )
+        assert items
+        return all(item.seen for item in items)
+
+    for model in ("google/flan-t5-base", "bigscience/T0pp"):
+        assert seen(model, "arc.easy", "ps.ai2_arc-*")
+    assert seen("google/flan-t5-base", "commonsense.copa", "ps.super_glue-copa.*")
+    # COPA is one of T0's held-out evaluation sets: P3 carries its templates, T0 never trained on them.
+    items = build_plan(
+        registry,
+        [registry.task("commonsense.copa")],
+        instruction_patterns=["ps.super_glue-copa.*"],
+        seen_collections=seen_collections_for("bigscience/T0pp"),
+        held_out_tasks=held_out_tasks_for("bigscience/T0pp"),
+    )
+    assert items and not any(item.seen for item in items)
 
 
 # --------------------------------------------------------------------------- PromptBench
@@ -515,7 +725,7 @@ def test_tasks_held_out_of_a_familys_tuning_count_as_unseen(tmp_path: Path) -> N
     rte = [registry.task("nli.rte")]
     # T0 saw P3's templates but not its NLI datasets (held out for zero-shot evaluation).
     assert seen_collections_for("bigscience/T0pp") == ["p3-promptsource"]
-    assert held_out_tasks_for("bigscience/T0pp") == ["nli.*"]
+    assert held_out_tasks_for("bigscience/T0pp") == ["nli.*", "commonsense.copa", "commonsense.hellaswag", "commonsense.winogrande"]
     assert held_out_tasks_for("bigscience/T0pp", override=["flan-2022"]) == []
     assert held_out_tasks_for("google/flan-t5-large") == []
 

@@ -140,6 +140,18 @@ def test_misclassified_takes_only_wrong_predictions_up_to_k() -> None:
     assert all(ex.meta["predicted"] != ex.label for ex in chosen)
 
 
+def test_misclassified_reads_a_2way_example_as_the_2way_scoring_does() -> None:
+    # An RTE pool item (2-way): not-entailment is kept as contradiction with meta["label2"].
+    def two_way(i: int, label: str) -> Example:
+        label2 = "entailment" if label == "entailment" else "not_entailment"
+        return Example(f"r{i}", f"P{i}.", f"H{i}.", label, "rte", meta={"label2": label2})
+
+    rest = [two_way(0, "contradiction"), two_way(1, "contradiction"), two_way(2, "entailment"), two_way(3, "entailment")]
+    probs = {"r0": [0.1, 0.8, 0.1], "r1": [0.8, 0.1, 0.1], "r2": [0.1, 0.8, 0.1], "r3": [0.8, 0.1, 0.1]}
+    chosen = select_misclassified(rest, {"entailment": 5, "neutral": 0, "contradiction": 5}, probs=probs, seed=0)
+    assert {ex.id for ex in chosen} == {"r1", "r2"}  # neutral on a not-entailment item is right
+
+
 def test_difficulty_takes_the_highest_ratings_first_and_unparsed_last() -> None:
     rest = make_pool(4)
     ratings = {ex.id: float(i % 10) for i, ex in enumerate(rest)}

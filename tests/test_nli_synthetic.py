@@ -249,6 +249,11 @@ def test_vote_contexts_need_every_label() -> None:
     demos = [ex for ex in make_demos() if ex.label != "neutral"]
     with pytest.raises(NLIStudyError, match="neutral"):
         vote_contexts(demos, votes=8, seed=0)
+    # A 2-way pool (RTE) has no neutral demos: its study asks for the two labels it has.
+    contexts = vote_contexts(demos, votes=4, seed=0, labels=("entailment", "contradiction"))
+    assert all(sorted(ex.label for ex in c) == ["contradiction", "entailment"] for c in contexts)
+    with pytest.raises(NLIStudyError, match="vote labels"):
+        vote_contexts(demos, votes=4, seed=0, labels=("not_entailment",))
 
 
 def test_vote_filter_keeps_only_unanimous_agreement() -> None:

@@ -100,6 +100,7 @@ def readme_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fixture_packages
     monkeypatch.setenv("IRH_REGISTRY", str(REPO))
     monkeypatch.setenv("IRH_DEFAULT_MODEL", str(tiny_model))
     monkeypatch.setattr(catalog, "fetch_source", lambda source: packages[source.name])
+    monkeypatch.setattr("harness.data.bigbench_sources.fetch_source", lambda source: packages[source.name])
     ps_sdist = build_promptsource_sdist(tmp_path / "promptsource-0.2.3.tar.gz")
     original = promptsource.import_promptsource
     monkeypatch.setattr(promptsource, "import_promptsource", lambda archive=None, **kw: original(archive or ps_sdist, **kw))
@@ -178,7 +179,7 @@ def test_readme_commands_do_what_the_readme_says(readme_env: dict[str, Any]) -> 
             out = invoke(args).output
             assert "bbl.strategyqa" in out and "mmlu.anatomy" in out and "nli.rte" in out
         elif args[:2] == ["list", "instructions"]:
-            assert "bbl.strategyqa.w01" in invoke(args).output
+            assert "commonsense.copa.w01" in invoke(args).output
         elif verb == "show":
             out = invoke(args).output
             assert args[1] in out and "sha256" in out
@@ -202,7 +203,7 @@ def test_readme_commands_do_what_the_readme_says(readme_env: dict[str, Any]) -> 
             assert len({r.key for r in iter_samples(first)}) == len(lines)
         elif verb == "run" and "--budget" in args:
             before = set(run_dirs(work))
-            # The fixture has 6 winowhy documents: a bigger share keeps one cell per phrasing.
+            # The fixture has 4 BoolQ documents: a bigger share keeps one cell per phrasing.
             budgeted = with_fake_model(args, limit="20")
             budgeted[budgeted.index("--budget") + 1] = "0.5"
             invoke(budgeted)
@@ -232,7 +233,7 @@ def test_readme_commands_do_what_the_readme_says(readme_env: dict[str, Any]) -> 
             invoke(["report", str(first)])
             assert {"report.md", "report.html", "per_instruction.csv", "per_task.csv", "summary.json"} <= {p.name for p in first.iterdir()}
         elif verb == "compare":
-            runs = [d for d in run_dirs(work) if "bbl.strategyqa" in read_manifest(d).tasks or "mmlu.anatomy" in read_manifest(d).tasks]
+            runs = [d for d in run_dirs(work) if "commonsense.copa" in read_manifest(d).tasks or "mmlu.anatomy" in read_manifest(d).tasks]
             # Two runs of the same tasks: the first run's plan again, as a second model would make it.
             invoke(with_fake_model(["run", "--tasks", ",".join(sorted(read_manifest(runs[0]).tasks))]))
             a, b = [d for d in run_dirs(work) if read_manifest(d).tasks.keys() == read_manifest(runs[0]).tasks.keys()][:2]
@@ -240,7 +241,7 @@ def test_readme_commands_do_what_the_readme_says(readme_env: dict[str, Any]) -> 
             invoke(["compare", str(a), str(b), "--out", str(out), "--no-html"])
             assert (out / "compare.md").exists()
         elif verb == "budget-check":
-            full = next(d for d in run_dirs(work) if read_manifest(d).budget is None and "bbl.strategyqa" in read_manifest(d).tasks)
+            full = next(d for d in run_dirs(work) if read_manifest(d).budget is None and "commonsense.copa" in read_manifest(d).tasks)
             out = work / args[args.index("--out") + 1]
             invoke(["budget-check", str(full), "--out", str(out), "--budgets", "50", "--repeats", "2", "--bootstrap", "20"])
             assert {"budget_check.csv", "budget_check.md", "budget_check.png"} <= {p.name for p in out.iterdir()}
@@ -249,7 +250,7 @@ def test_readme_commands_do_what_the_readme_says(readme_env: dict[str, Any]) -> 
         elif verb == "bench":
             extra = ["--phrasings", "1", "--limit", "2", "--dtype", "float32"]
             if "--work-only" not in args:
-                extra += ["--tasks", "bbl.strategyqa"]
+                extra += ["--tasks", "commonsense.copa"]
             out = invoke([*args, *extra]).output
             assert "|" in out
         else:  # pragma: no cover - guarded by test_every_readme_command_is_checked

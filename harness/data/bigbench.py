@@ -1,6 +1,7 @@
-"""BIG-bench Lite tasks from the task.json files in the bigbench==1.0.0 sdist.
+"""BIG-bench Lite tasks from BIG-bench's task.json files (a clone, a tarball, or the 1.0.0 sdist).
 
-The archive is streamed once and only the 24 BIG-bench Lite tasks are read. A task with
+Where the copy comes from is :mod:`harness.data.bigbench_sources`' concern; here it is
+streamed once and only the 24 BIG-bench Lite tasks are read. A task with
 subtasks has an empty top-level task.json and one task.json per subtask, one level down;
 their examples are pooled and each document records its subtask as its `group`.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import tarfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -74,29 +76,55 @@ def bigbench_documents(task: str, subtask: str, spec: dict[str, Any]) -> list[di
     return docs
 
 
-def iter_task_json(sdist: Path, wanted: set[str]) -> Iterator[tuple[str, str, dict[str, Any]]]:
-    """Yield (task, subtask, parsed task.json) for the wanted tasks of a bigbench sdist, streamed.
+def _task_json_path(name: str) -> tuple[str, str] | None:
+    """(task, subtask) of a ``.../benchmark_tasks/<task>[/<subtask>]/task.json`` path, else None.
 
-    A task without subtasks is its own subtask; deeper folders are not task files.
+    A task without subtasks is its own subtask; deeper folders are not task files."""
+    parts = name.replace("\\", "/").split("/")
+    if parts[-1] != "task.json" or "benchmark_tasks" not in parts:
+        return None
+    rest = parts[parts.index("benchmark_tasks") + 1 : -1]
+    if not rest or len(rest) > 2:
+        return None
+    return rest[0], rest[-1]
+
+
+def iter_task_json(copy: Path, wanted: set[str]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """Yield (task, subtask, parsed task.json) for the wanted tasks of a copy of BIG-bench.
+
+    ``copy`` is a clone of the repository (a folder holding ``bigbench/benchmark_tasks``, or
+    that folder itself), a tarball of it (GitHub's ``.tar.gz``, or the ``bigbench`` sdist:
+    the same layout under one top folder) or a ``.zip`` of it. Archives are streamed; only
+    the wanted tasks' files are read.
     """
-    with tarfile.open(sdist, "r:gz") as tar:
+    if copy.is_dir():
+        for path in sorted(copy.rglob("task.json")):
+            found = _task_json_path(path.as_posix())
+            if found and found[0] in wanted:
+                yield found[0], found[1], json.loads(path.read_text(encoding="utf-8"))
+        return
+    if zipfile.is_zipfile(copy):
+        with zipfile.ZipFile(copy) as zf:
+            for name in zf.namelist():
+                found = _task_json_path(name)
+                if found and found[0] in wanted:
+                    yield found[0], found[1], json.loads(zf.read(name).decode("utf-8"))
+        return
+    with tarfile.open(copy, "r:*") as tar:
         for member in tar:
-            parts = member.name.split("/")
-            if not member.isfile() or parts[-1] != "task.json" or "benchmark_tasks" not in parts:
-                continue
-            rest = parts[parts.index("benchmark_tasks") + 1 : -1]
-            if not rest or rest[0] not in wanted or len(rest) > 2:
+            found = _task_json_path(member.name) if member.isfile() else None
+            if not found or found[0] not in wanted:
                 continue
             fh = tar.extractfile(member)
             if fh is not None:
-                yield rest[0], rest[-1], json.loads(fh.read().decode("utf-8"))
+                yield found[0], found[1], json.loads(fh.read().decode("utf-8"))
 
 
-def convert_bigbench(sdist: Path, tasks: tuple[str, ...] | list[str] = BBL_TASKS) -> Iterator[tuple[str, str, list[dict[str, Any]]]]:
+def convert_bigbench(copy: Path, tasks: tuple[str, ...] | list[str] = BBL_TASKS) -> Iterator[tuple[str, str, list[dict[str, Any]]]]:
     """Yield (task id, split, documents) for each wanted task, pooling its subtasks, and for
     each of its :data:`BBL_SUBTASKS` present."""
     found: dict[str, dict[str, dict[str, Any]]] = {}
-    for task, subtask, spec in iter_task_json(sdist, set(tasks)):
+    for task, subtask, spec in iter_task_json(copy, set(tasks)):
         found.setdefault(task, {})[subtask] = spec
     for task in tasks:
         specs = found.get(task, {})

@@ -52,11 +52,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def jsonl_bytes(rows: Iterable[dict[str, Any]]) -> bytes:
+    """Rows as JSON lines, exactly as they are written to the cache (and hashed for pins)."""
+    lines = [json.dumps(row, ensure_ascii=False) for row in rows]
+    return ("\n".join(lines) + ("\n" if lines else "")).encode("utf-8")
+
+
 def atomic_write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
     """Write rows as JSON lines atomically; returns the number of rows."""
-    lines = [json.dumps(row, ensure_ascii=False) for row in rows]
-    atomic_write_bytes(path, ("\n".join(lines) + ("\n" if lines else "")).encode("utf-8"))
-    return len(lines)
+    data = jsonl_bytes(rows)
+    atomic_write_bytes(path, data)
+    return data.count(b"\n")
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

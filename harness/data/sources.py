@@ -81,6 +81,21 @@ def verify_source(source: PackageSource) -> Path:
     return path
 
 
+def package_index_url() -> str:
+    """The simple index sdists are read from: ``IRH_PYPI_SIMPLE``, else pip's own setting
+    (``PIP_INDEX_URL``, then ``pip config``'s index-url), else PyPI."""
+    import os
+
+    for value in (os.environ.get("IRH_PYPI_SIMPLE"), os.environ.get("PIP_INDEX_URL")):
+        if value:
+            return value.rstrip("/")
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "config", "get", "global.index-url"], capture_output=True, text=True, check=False, timeout=60
+    )
+    configured = result.stdout.strip() if result.returncode == 0 else ""
+    return (configured or "https://pypi.org/simple").rstrip("/")
+
+
 def _download_sdist(source: PackageSource, path: Path) -> None:
     """Fetch an sdist file from the package index's simple page, without pip.
 
@@ -93,7 +108,7 @@ def _download_sdist(source: PackageSource, path: Path) -> None:
     import tempfile
     import urllib.request
 
-    index = os.environ.get("IRH_PYPI_SIMPLE", "https://pypi.org/simple").rstrip("/")
+    index = package_index_url()
     with urllib.request.urlopen(f"{index}/{source.name}/", timeout=60) as page:
         html = page.read().decode("utf-8", "replace")
     links = re.findall(r'href="([^"]+)"', html)

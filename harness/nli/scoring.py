@@ -154,7 +154,7 @@ def label_probabilities(
     except KeyError as exc:
         raise NLIStudyError(str(exc.args[0])) from None
     if not registry.applies(entry, task):
-        raise NLIStudyError(f"phrasing {phrasing} does not apply to 3-way NLI; pick one from `irh list instructions --task nlis.vitaminc`")
+        raise NLIStudyError(f"phrasing {phrasing} does not apply to 3-way NLI; pick one from `irh list instructions --task nlis.cb`")
     docs = _documents(examples, lambda ex: {"premise": ex.premise, "hypothesis": ex.hypothesis}, list(LABELS3), lambda ex: ex.label)
     rows = _score(loaded_model(model, dtype), task, entry, docs, CHUNK_SIZE, progress)
     out = {}

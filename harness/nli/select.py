@@ -153,17 +153,27 @@ def _predicted(p: Sequence[float]) -> str:
     return LABELS3[max(range(len(LABELS3)), key=lambda i: (p[i], -i))]
 
 
+def _wrong(ex: Example, p: Sequence[float]) -> bool:
+    """Whether the most probable label is wrong; for a 2-way example (``meta["label2"]``, e.g.
+    an RTE pool item) neutral and contradiction are both right on a not-entailment item."""
+    predicted = _predicted(p)
+    if "label2" in ex.meta:
+        return (predicted == "entailment") != (ex.label == "entailment")
+    return predicted != ex.label
+
+
 def select_misclassified(
     rest: Sequence[Example], k: Mapping[str, int], *, probs: Mapping[str, Sequence[float]], seed: int
 ) -> list[Example]:
     """Per label, up to ``k[label]`` examples (a seeded sample) that the baseline gets wrong:
-    their most probable label is not their label."""
+    their most probable label is not their label (for a 2-way example, as the 2-way scoring
+    sees it: neutral and contradiction both count as not-entailment)."""
     _check_k(k)
     _check_probs(probs)
     rng = _rng(seed, "misclassified")
     out: list[Example] = []
     for label, members in by_label(ex for ex in rest if ex.id in probs).items():
-        wrong = [ex for ex in members if _predicted(probs[ex.id]) != label]
+        wrong = [ex for ex in members if _wrong(ex, probs[ex.id])]
         out.extend(rng.sample(wrong, min(k.get(label, 0), len(wrong))))
     return _mark(out, "misclassified", lambda ex: {"predicted": _predicted(probs[ex.id]), "probs": list(probs[ex.id])})
 

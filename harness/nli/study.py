@@ -65,7 +65,8 @@ Scores = dict[str, dict[str, dict[str, float]]]
 @dataclass(frozen=True)
 class StudySettings:
     """What the study does. The defaults are sized for a 2-core CPU and the default model
-    (the study itself: budget 10,000, K 5%, several seeds, full evaluation sets)."""
+    (the study itself: budget 10,000, K 5%, several seeds, full evaluation sets), and fit the
+    ``offline`` preset's RTE pool (185 pairs: budget + candidates = 112) and sets (92 and 56)."""
 
     preset: str = "offline"
     model: str = "default"
@@ -436,7 +437,8 @@ def prepare_study(settings: StudySettings, out: Path, hooks: Hooks | None = None
 
     Raises:
         NLIStudyError: bad settings, a set without a label mapping, a budget larger than the
-            pool, a model that cannot be fine-tuned, or a folder started with other settings.
+            pool, a model that cannot be fine-tuned, or a folder started with other settings
+            or on other sets than its preset now holds.
     """
     hooks = hooks or default_hooks()
     check_settings(settings)
@@ -452,6 +454,15 @@ def prepare_study(settings: StudySettings, out: Path, hooks: Hooks | None = None
     elif out.exists() and any(out.iterdir()):
         raise NLIStudyError(f"{out} is not empty and holds no {STUDY_FILE}; give a new --out folder")
     suite = hooks.load_suite(settings.preset)
+    sets_file = out / "suite" / "sets.json"
+    if is_done(out / "suite") and sets_file.is_file():
+        recorded_sets = [s["task_id"] for s in read_json(sets_file)["sets"]]
+        if recorded_sets != [s.task_id for s in suite.sets]:
+            raise NLIStudyError(
+                f"{out} was run on other sets ({', '.join(recorded_sets)}) than preset {settings.preset} holds now "
+                f"({', '.join(s.task_id for s in suite.sets)}); the `offline` preset was VitaminC and BIG-bench until it became "
+                '`offline-bigbench`: set "preset" in its study.json to the preset it was run with, or give a new --out'
+            )
     pool = suite.pool(seed=settings.seeds[0])
     if settings.budget > len(pool):
         raise NLIStudyError(
@@ -546,6 +557,11 @@ class _Study:
     def bar(self, desc: str) -> Any:
         return self.progress(desc) if self.progress is not None else None
 
+    def pool_labels(self) -> tuple[str, ...]:
+        """The labels the pool's examples have: all three, or for a 2-way in-distribution set
+        (RTE) entailment and contradiction, which its not-entailment pairs are trained as."""
+        return LABELS3 if self.suite.test_set.n_way == 3 else ("entailment", "contradiction")
+
     def run(self) -> None:
         self.stages.run("suite", "suite", self.write_suite)
         if self.settings.untuned:
@@ -600,7 +616,7 @@ class _Study:
         k = per_class_k(initial, self.settings.k_percent)
         n = min(self.settings.candidates, len(rest))
         candidates = random.Random(f"candidates:{seed}").sample(rest, n)
-        zero = [label for label in LABELS3 if k[label] == 0]
+        zero = [label for label in self.pool_labels() if k[label] == 0]
         if zero:
             self.stages.note(
                 f"seed {seed}: K={self.settings.k_percent:g}% of the draw is 0 for {', '.join(zero)}: nothing of that class is replaced"
@@ -652,6 +668,7 @@ class _Study:
                 max_attempts=self.settings.synthetic_attempts,
                 votes=self.settings.votes,
                 voter=self.voter_spec(seed),
+                labels=self.pool_labels(),
                 progress=(lambda done, total, kept: bar(done, total)) if bar else None,
             )
             _close(bar)

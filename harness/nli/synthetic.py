@@ -30,7 +30,8 @@ Filters, in order (the first that applies is the recorded reason):
    copy of the worked example, or a duplicate of an earlier output of this call;
 2. the vote filter (``vote_filter``): the voter model (default: the generator) predicts the
    label ``votes`` times (8), each time after a different few-shot context of demonstrations
-   drawn from ``demos`` (``vote_contexts``: balanced by label, fixed seed), by rank
+   drawn from ``demos`` (``vote_contexts``: balanced by label, fixed seed; ``labels`` names
+   the labels the demonstrations show, all three unless the pool is 2-way), by rank
    classification over the three label words with loglikelihoods; the example is kept only
    if every prediction equals its intended label ("if in doubt, discard").
 
@@ -506,8 +507,13 @@ class VoteResult(NamedTuple):
     keep: bool
 
 
-def vote_contexts(demos: Sequence[Example], votes: int, seed: int, shots_per_label: int = 1) -> list[list[Example]]:
+def vote_contexts(
+    demos: Sequence[Example], votes: int, seed: int, shots_per_label: int = 1, labels: Sequence[str] = LABELS3
+) -> list[list[Example]]:
     """``votes`` few-shot contexts of ``shots_per_label`` demonstrations per label each.
+
+    ``labels`` are the labels the contexts show (default all three): a 2-way in-distribution
+    pool has no neutral examples, so its study passes ``("entailment", "contradiction")``.
 
     Each label's demonstrations are shuffled once (``seed``) and dealt out in turn, so the
     contexts use different demonstrations as long as there are enough (``votes *
@@ -517,10 +523,13 @@ def vote_contexts(demos: Sequence[Example], votes: int, seed: int, shots_per_lab
     """
     if votes < 1:
         return []
+    unknown = [label for label in labels if label not in LABELS3]
+    if unknown or not labels:
+        raise NLIStudyError(f"vote labels must be some of {', '.join(LABELS3)}, not {list(labels)}")
     rng = random.Random(f"vote-contexts:{seed}")
     grouped = by_label(demos)
     dealt: dict[str, list[Example]] = {}
-    for label in LABELS3:
+    for label in labels:
         pool = sorted(grouped[label], key=lambda ex: ex.id)
         short = [ex for ex in pool if len(ex.premise) + len(ex.hypothesis) <= DEMO_MAX_CHARS]
         pool = short if len(short) >= min(len(pool), votes * shots_per_label) and len(short) >= shots_per_label else pool
@@ -533,7 +542,7 @@ def vote_contexts(demos: Sequence[Example], votes: int, seed: int, shots_per_lab
         dealt[label] = pool
     contexts = []
     for v in range(votes):
-        context = [dealt[label][(v * shots_per_label + j) % len(dealt[label])] for label in LABELS3 for j in range(shots_per_label)]
+        context = [dealt[label][(v * shots_per_label + j) % len(dealt[label])] for label in labels for j in range(shots_per_label)]
         rng.shuffle(context)
         contexts.append(context)
     return contexts
@@ -720,6 +729,7 @@ def generate_synthetic(
     voter: Any = None,
     batch_size: int = 8,
     shots_per_label: int = 1,
+    labels: Sequence[str] = LABELS3,
     progress: Progress | None = None,
 ) -> list[Example]:
     """Generate NLI examples with ``model`` and keep those that pass both filters.
@@ -745,6 +755,8 @@ def generate_synthetic(
         voter: the model that votes (spec or LM object); by default the generator.
         batch_size: generations per batch (and per log flush).
         shots_per_label: demonstrations per label in each vote context.
+        labels: the labels the vote contexts show demonstrations of (default all three; a
+            2-way pool, which has no neutral demos: entailment and contradiction).
         progress: called after each batch with (attempts so far, max_attempts, kept per label).
 
     Returns:
@@ -756,7 +768,7 @@ def generate_synthetic(
     """
     counts = {label: counts.get(label, 0) for label in LABELS3} | counts
     _check(variant, counts, max_attempts, votes, batch_size)
-    contexts = vote_contexts(demos, votes, seed, shots_per_label) if votes and any(counts.values()) else []
+    contexts = vote_contexts(demos, votes, seed, shots_per_label, labels) if votes and any(counts.values()) else []
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     run = uuid.uuid4().hex[:12]

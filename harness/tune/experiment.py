@@ -24,7 +24,7 @@ from typing import Any
 
 from harness.tune.record import METHODS, TuneError, read_tune_record
 
-DEFAULT_TASKS = ("bbl.strategyqa", "bbl.winowhy", "bbl.formal_fallacies_syllogisms_negation", "mmlu.high_school_geography")
+DEFAULT_TASKS = ("glue.sst2", "commonsense.piqa", "arc.easy", "mmlu.high_school_geography")
 
 
 @dataclass(frozen=True)

@@ -182,6 +182,13 @@ def prepare_tuning(registry: Registry, config: TuneConfig) -> Prepared:
         for pattern in config.train_patterns:
             if not any(fnmatch.fnmatchcase(i, pattern) for i in known):
                 raise TuneError(f"--train-instructions {pattern!r} matches no phrasing; see `irh list instructions`")
+    from harness.data.cache import DataMissing
+    from harness.data.catalog import fetch_missing
+
+    try:
+        fetch_missing(tasks)
+    except DataMissing as exc:
+        raise TuneError(str(exc)) from None
     base = resolve_base_model(config.model)
     data = []
     for task in tasks:
