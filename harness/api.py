@@ -72,6 +72,24 @@ def _names(value: str | Sequence[str] | None) -> list[str]:
     return [v.strip() for text in values for v in text.split(",") if v.strip()]
 
 
+def _check_writable(folder: Path) -> None:
+    """Refuse a reports folder that cannot be written, before any model is loaded (and
+    without making it: a refused run leaves nothing behind)."""
+    import errno
+    import tempfile
+
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        if not probe.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "Not a directory")
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise InvalidRequest(f"cannot write run folders under {folder} ({exc.strerror or exc}); choose another --reports-dir") from None
+
+
 def load_run_registry(observed: str | Sequence[str] | None = None, *, strict: bool = True, say: Say | None = _stderr) -> Registry:
     """The registry (``tasks/`` + ``instructions/``, see ``harness.registry.find_root``), with
     the phrasings of the observed collections named in ``observed`` (``flan,promptsource,...``)."""
@@ -241,6 +259,9 @@ def run(
         raise InvalidRequest(f"budget_rounds must be 0 or more, not {budget_rounds}")
     if processes < 1:
         raise InvalidRequest(f"processes must be at least 1, not {processes}")
+    if tasks is not None and not _names(tasks):
+        raise InvalidRequest(f"tasks={tasks!r} names no task; give task ids, globs or families, or None for the default")
+    _check_writable(Path(reports_dir))
     from harness.backends.models import load_model, parse_model_spec
     from harness.plan import build_plan, describe_seen, held_out_tasks_for, seen_collections_for, select_tasks
     from harness.runner import execute_budget, start_run
@@ -433,6 +454,7 @@ def report(
     html: bool = True,
     say: Say | None = _stderr,
     budget_estimator: str = "model",
+    force: bool = False,
 ) -> dict[str, Path]:
     """Write report.md, report.html and the CSVs of a run folder, or of results made elsewhere
     (``irh report``); returns the written files by name.
@@ -450,6 +472,9 @@ def report(
         html: also write report.html and its plots.
         say: receives warnings (a run still being written, no comparison), or None.
         budget_estimator: for a budgeted run: ``model`` (default) or ``model-strata``.
+        force: report a run folder whose rows contradict its run.json (duplicates, rows
+            outside the plan, scores out of range, missing phrasings), marked damaged in every
+            output; without it such a folder is refused, one line per problem.
     """
     from harness.report.tables import write_import_reports, write_report
 
@@ -463,7 +488,13 @@ def report(
         if warning and say:
             say(f"warning: {warning}")
         return write_report(
-            Path(run_dir), Path(out) if out is not None else None, n_boot=n_boot, seed=seed, html=html, budget_estimator=budget_estimator
+            Path(run_dir),
+            Path(out) if out is not None else None,
+            n_boot=n_boot,
+            seed=seed,
+            html=html,
+            budget_estimator=budget_estimator,
+            force=force,
         )
     if out is None:
         raise InvalidRequest("imports need out: the folder to write the report in")

@@ -116,6 +116,16 @@ def _split(values: tuple[str, ...]) -> list[str]:
     return [v.strip() for value in values for v in value.split(",") if v.strip()]
 
 
+def _task_names(task_sel: tuple[str, ...]) -> list[str]:
+    """``--tasks`` as a list; given but naming nothing (``--tasks ,``) is an error, not the default."""
+    names = _split(task_sel)
+    if task_sel and not names:
+        raise UserError(
+            f"--tasks {','.join(task_sel)!r} names no task; give task ids, globs or families, or leave --tasks out for the default"
+        )
+    return names
+
+
 @click.group(cls=_Group)
 @click.version_option(__version__, prog_name="irh")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
@@ -595,7 +605,7 @@ def run(
             results = [result]
         else:
             results = api.run(
-                _split(task_sel) or None,
+                _task_names(task_sel) or None,
                 models=list(models) or ["default"],
                 instructions=_split(inst_sel) or None,
                 max_instructions=max_instructions,
@@ -697,6 +707,12 @@ def _refuse_other_model(models: tuple[str, ...], recorded: dict[str, Any], resum
     help="For a budgeted run: the estimator of the full run (model-strata: with each phrasing's effect per stratum of "
     "documents sharing their right option; see README: Budgeted evaluation).",
 )
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Report a run whose samples.jsonl contradicts its run.json (duplicate or foreign rows, scores out of range, "
+    "missing phrasings), marked damaged in every output; without it such a run is refused, one line per problem.",
+)
 def report(
     run_dir: Path | None,
     out: Path | None,
@@ -709,6 +725,7 @@ def report(
     seed: int,
     no_html: bool,
     budget_estimator: str = "model",
+    force: bool = False,
 ) -> None:
     """Write report.md, report.html, per_instruction.csv, per_task.csv, per_group.csv and summary.json
     for a run folder, or for imported results (see harness/report/README.md for the formats)."""
@@ -731,6 +748,7 @@ def report(
         html=not no_html,
         say=_say_err,
         budget_estimator=budget_estimator,
+        force=force,
     )
     for path in paths.values():
         click.echo(str(path))
@@ -976,7 +994,7 @@ def _bench_tasks(task_sel: tuple[str, ...]) -> list[str]:
     from harness.plan import PlanError, select_tasks
 
     registry = _registry()
-    selectors = _split(task_sel) or list(DEFAULT_TASKS)
+    selectors = _task_names(task_sel) or list(DEFAULT_TASKS)
     try:
         chosen = select_tasks(registry, selectors)
         named = [t for t in chosen if t.id in selectors]
@@ -1158,7 +1176,7 @@ def tune(
         else:
             if method is None:
                 raise UserError("give --method lora, lora+kl, prompt or prompt+kl")
-            tasks = tuple(_split(task_sel)) or ("glue.sst2",)
+            tasks = tuple(_task_names(task_sel)) or ("glue.sst2",)
             model_name = "default" if model_spec == "default" else Path(model_spec.split("=")[-1]).name
             folder = out or Path("adapters") / f"{model_name}_{method.replace('+', '-')}_s{seed}"
             config = TuneConfig(
@@ -1262,7 +1280,7 @@ def tune_experiment(
     config = ExperimentConfig(
         out=out,
         model=model_spec,
-        tasks=tuple(_split(task_sel)) or DEFAULT_TASKS,
+        tasks=tuple(_task_names(task_sel)) or DEFAULT_TASKS,
         methods=tuple(_split((methods,))),
         steps=steps,
         eval_limit=eval_limit,

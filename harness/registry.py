@@ -6,7 +6,7 @@ import difflib
 import hashlib
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -283,7 +283,28 @@ def _read_yaml(path: Path, problems: list[Problem], rel: str) -> tuple[Any, _Mar
         return None, _NO_MARKS
     finally:
         loader.dispose()
+    duplicates = list(_duplicate_keys(node))
+    for key, line, first in duplicates:
+        problems.append(Problem(rel, _id_above(text, line), f"key {key!r} given twice (lines {first} and {line}); keep one", line))
+    if duplicates:
+        return None, _NO_MARKS
     return data, _marks_of(node)
+
+
+def _duplicate_keys(node: yaml.Node | None) -> Iterator[tuple[str, int, int]]:
+    """(key, line, line of its first use) for every key that a YAML mapping repeats: a
+    parser keeps the last one silently, so a phrasing with two ``text:`` would lose one."""
+    if isinstance(node, yaml.MappingNode):
+        first: dict[str, int] = {}
+        for key, value in node.value:
+            name, line = str(key.value), key.start_mark.line + 1
+            if name in first:
+                yield name, line, first[name]
+            first.setdefault(name, line)
+            yield from _duplicate_keys(value)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            yield from _duplicate_keys(item)
 
 
 def _pydantic_problems(rel: str, data: Any, exc: ValidationError, prefix: tuple[Any, ...] = (), marks: _Marks = _NO_MARKS) -> list[Problem]:

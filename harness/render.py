@@ -53,7 +53,9 @@ def _compile(text: str) -> jinja2.Template:
         raise TemplateProblem(f"template syntax error on line {exc.lineno}: {exc.message}") from exc
     except jinja2.exceptions.SecurityError as exc:
         raise TemplateProblem(f"template not allowed: {exc}") from exc
-    except RecursionError:
+    except (RecursionError, SyntaxError, MemoryError):
+        # Python's compiler refuses blocks nested more than 20 deep ("too many statically
+        # nested blocks"): the same one-line refusal as any other too-deep template.
         raise TemplateProblem(_TOO_DEEP) from None
 
 

@@ -25,7 +25,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from harness import __version__
 from harness.data.cache import atomic_write_bytes
@@ -230,11 +230,23 @@ def read_manifest(run_dir: Path) -> RunManifest:
     path = run_dir / MANIFEST
     if not path.exists():
         raise RunError(f"{run_dir} is not a run folder (no {MANIFEST}); give the folder `irh run` printed")
-    data = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise RunError(f"{path} is damaged ({exc}); it cannot be read, so the run cannot be reported or resumed") from None
+    if not isinstance(data, dict):
+        raise RunError(f"{path} is damaged (a JSON {type(data).__name__}, not a run record); the run cannot be reported or resumed")
     version = data.get("schema_version")
     if version != RESULTS_SCHEMA_VERSION:
         raise RunError(f"{path} has results schema {version}; this harness reads {RESULTS_SCHEMA_VERSION}")
-    return RunManifest.model_validate(data)
+    try:
+        return RunManifest.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise RunError(
+            f"{path} is damaged ({exc.error_count()} problem(s), first at {where}: {first['msg']}); the run cannot be reported or resumed"
+        ) from None
 
 
 def iter_samples(run_dir: Path) -> Iterator[SampleRow]:
@@ -248,13 +260,19 @@ def iter_samples(run_dir: Path) -> Iterator[SampleRow]:
 
 def iter_sample_file(path: Path) -> Iterator[SampleRow]:
     """Rows of one samples file (samples.jsonl, or a rank's shard); a torn last line is skipped."""
+    for _, row in iter_numbered_samples(path):
+        yield row
+
+
+def iter_numbered_samples(path: Path) -> Iterator[tuple[int, SampleRow]]:
+    """(line number, row) of a samples file; a torn last line is skipped."""
     if not path.exists():
         return
     lines = path.read_bytes().split(b"\n")
     # Everything after the last newline is the row in flight when the run died (or b"").
     for i, line in enumerate(lines[:-1]):
         try:
-            yield SampleRow.model_validate_json(line.decode("utf-8"))
+            yield i + 1, SampleRow.model_validate_json(line.decode("utf-8"))
         except ValueError as exc:
             raise RunError(f"{path} line {i + 1} is corrupt: {exc}") from exc
 

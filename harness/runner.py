@@ -567,6 +567,12 @@ def resume_run(
     read_manifest(run_dir)  # a folder that is not a run is refused before it is touched
     with RunLock(run_dir) as lock:
         manifest = read_manifest(run_dir)
+        from harness.damage import damage_message, find_damage
+
+        # Rows that repeat a cell or lie outside the plan would be taken as done: refuse them.
+        problems = find_damage(run_dir, manifest, missing=False)
+        if problems:
+            raise RunError(damage_message(run_dir, problems, "remove those lines from samples.jsonl, then resume"))
         items = items_from_manifest(registry, manifest)
         if budget_fraction is not None or budget_cells is not None:
             # A bigger budget: the new cells join the plan; every row scored so far is kept.

@@ -18,12 +18,17 @@ it is built, and rendering stops as soon as the output passes the cap. Guarded:
   filter blocks are joined by a size-checked ``concat``, so nesting them cannot multiply a
   string past the cap; printing a value (``{{ x }}``) checks a lower bound of its text first;
 - the ``lipsum`` global and the ``urlize``, ``xmlattr`` and ``pprint`` filters (no use in a
-  prompt, and hard to bound) are removed (``range`` is already capped by jinja2).
+  prompt, and hard to bound) are removed (``range`` is already capped by jinja2), and so is
+  ``random`` (a prompt renders the same every time); ``str.encode`` and every attribute of
+  bytes are refused (bytes would bring methods without these guards); printf keys with
+  parentheses inside, and format widths given as arguments, are read before anything is built.
 
 Time: one render may take at most :data:`MAX_STEPS` steps. Every pass over a loop or macro
 body costs its size in template nodes, every call and filter one step plus one per
 :data:`UNITS_PER_STEP` characters or items it is given or builds, every item drawn from a
-filter's iterator one step; macro calls and recursive loops nest at most
+filter's iterator one step; ``in`` (operator and test) and the comparing filters (``sort``,
+``unique``, ``min``, ``max``, ...) one per 16 items *inside* what they compare, nested items
+counted; macro calls and recursive loops nest at most
 :data:`MAX_NESTING` deep. The count is deterministic: the same template and values always
 stop at the same place, on any machine.
 """
@@ -111,6 +116,38 @@ def charge(steps: int) -> None:
     _charge_to(_budget(), steps)
 
 
+def deep_size(value: Any, limit: int) -> int:
+    """How many items (and characters) comparing or sorting ``value`` may touch: containers
+    counted with everything inside them, repeats included (``[L] * 1000`` counts ``L`` a
+    thousand times, as a comparison would touch it), capped just past ``limit``. Each
+    distinct object is measured once, so counting costs its distinct size, not the total."""
+    sizes: dict[int, int] = {}
+
+    def size(item: Any, depth: int) -> int:
+        if isinstance(item, (str, bytes)):
+            return len(item)
+        if not isinstance(item, (list, tuple, set, frozenset, dict)) or depth > MAX_NESTING:
+            return 0
+        known = sizes.get(id(item))
+        if known is not None:
+            return known
+        total = len(item)
+        for child in item.values() if isinstance(item, dict) else item:
+            if total > limit:
+                break
+            total += size(child, depth + 1)
+        sizes[id(item)] = total = min(total, limit + 1)
+        return total
+
+    return size(value, 0)
+
+
+def deep_work(value: Any) -> int:
+    """Steps to charge for comparing against (``in``) or sorting ``value``: its whole size."""
+    budget = _budget()
+    return deep_size(value, (MAX_STEPS - budget.steps + 1) * UNITS_PER_STEP) // UNITS_PER_STEP
+
+
 def work(value: Any) -> int:
     """Steps to charge for handling (or building) ``value``."""
     if isinstance(value, (str, list, tuple, dict, set, frozenset, range)):
@@ -167,6 +204,21 @@ def _as_int(value: Any) -> int:
         return 0
 
 
+def _widest_number(value: Any) -> int:
+    """The largest number a value could put into a format spec: an int, or any run of digits
+    in a string given as a spec (``'<999999999'``)."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return abs(value)
+    if isinstance(value, str):
+        runs = re.findall(r"\d+", value)
+        if any(len(r) > 9 for r in runs):
+            return MAX_RENDERED_CHARS + 1
+        return max((int(r) for r in runs), default=0)
+    return 0
+
+
 def _values(values: Any) -> list[Any]:
     if isinstance(values, dict):
         return list(values.values())
@@ -176,9 +228,13 @@ def _values(values: Any) -> list[Any]:
 
 
 def check_printf(spec: Any, values: Any = ()) -> None:
-    """``spec % values``: literal widths and precisions, and ``*`` ones taken from the values."""
+    """``spec % values``: literal widths and precisions, and ``*`` ones taken from the values;
+    mapping keys with parentheses inside (``%((a))9s``, legal in Python) are refused, since
+    their width cannot be read without Python's own parser."""
     if not isinstance(spec, str):
         return
+    if re.search(r"%\([^)]*\(", spec):
+        raise jinja2.exceptions.SecurityError("printf keys with parentheses inside are not allowed in a template")
     for match in _PRINTF.finditer(spec):
         if match.group(0) == "%%":
             continue
@@ -204,8 +260,10 @@ def check_format(spec: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] |
         if not format_spec:
             continue
         if "{" in format_spec:
+            # A spec given as an argument ('{0:{1}}'.format(1, '<999999999')): any number in
+            # any argument could become the width.
             for value in [*args, *(kwargs or {}).values()]:
-                refuse_if_large(_as_int(value) if isinstance(value, (int, str)) else 0, "a format width")
+                refuse_if_large(_widest_number(value), "a format width")
             check_format(format_spec, args, kwargs)
             continue
         # [[fill]align][sign][z][#][0][width][grouping][.precision][type]
@@ -259,8 +317,12 @@ def check_call(name: str, subject: Any, args: tuple[Any, ...], kwargs: dict[str,
 
 
 _JINJA_STATE = (jinja2.runtime.Context, jinja2.nodes.EvalContext, jinja2.Environment)
-#: Filters with no use in a prompt whose output is hard to bound.
-_REMOVED_FILTERS = ("urlize", "xmlattr", "pprint")
+#: Filters with no use in a prompt whose output is hard to bound, and ``random``: a prompt
+#: must render the same every time (the run records one text per cell).
+_REMOVED_FILTERS = ("urlize", "xmlattr", "pprint", "random")
+#: Filters that compare their items with each other (``n log n`` comparisons, each as deep
+#: as the items): charged for the items' whole size, not their count.
+_COMPARING_FILTERS = frozenset({"sort", "unique", "dictsort", "min", "max", "groupby"})
 #: What ``escape`` adds per special character at most (``&`` -> ``&amp;``, ``"`` -> ``&#34;``).
 _ESCAPE_GROWTH = 4
 
@@ -295,6 +357,9 @@ def _check_filter(env: jinja2.Environment, name: str, value: Any, rest: tuple[An
             raise jinja2.exceptions.SecurityError("sum only adds numbers in a template")
     elif name in ("center", "indent", "wordwrap", "replace"):
         check_call(name, value, rest, kwargs)
+    elif name in _COMPARING_FILTERS:
+        n = len(value) if isinstance(value, (list, tuple, dict, set, frozenset, str)) else 0
+        charge(deep_work(value) * max(1, n.bit_length()))
     return value
 
 
@@ -321,7 +386,7 @@ def _guarded_test(func: Callable[..., Any]) -> Callable[..., Any]:
     """A test (``x is in big``) charged for the values it looks through."""
 
     def guarded(*args: Any, **kwargs: Any) -> Any:
-        charge(1 + sum(work(a) for a in args) + sum(work(v) for v in kwargs.values()))
+        charge(1 + sum(deep_work(a) for a in args) + sum(deep_work(v) for v in kwargs.values()))
         return func(*args, **kwargs)
 
     if hasattr(func, "jinja_pass_arg"):
@@ -408,7 +473,8 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
 
     @staticmethod
     def scanned(value: Any) -> Any:
-        charge(work(value))
+        # `x in big` compares x with every item of big, each comparison as deep as the items.
+        charge(deep_work(value))
         return value
 
     @staticmethod
@@ -444,7 +510,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             if ints and left.bit_length() + right.bit_length() > MAX_INT_BITS:
                 raise jinja2.exceptions.SecurityError("number too large in a template")
             for seq, count in ((left, right), (right, left)):
-                if isinstance(seq, (str, list, tuple)) and isinstance(count, int):
+                if isinstance(seq, (str, bytes, list, tuple)) and isinstance(count, int):
                     refuse_if_large(len(seq) * count, "repetition")
         if operator == "+" and isinstance(left, (str, list, tuple)) and isinstance(right, (str, list, tuple)):
             refuse_if_large(len(left) + len(right), "concatenation")
@@ -454,6 +520,13 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
                 refuse_if_large(text_floor(value), "printing a value")
         charge(1)
         return bounded_result(super().call_binop(context, operator, left, right))
+
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        # No bytes in a prompt: str.encode would open every bytes method (ljust, *, ...) with
+        # none of the size guards that str's have.
+        if attr == "encode" or isinstance(obj, (bytes, bytearray, memoryview)):
+            return False
+        return bool(super().is_safe_attribute(obj, attr, value))
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
         wrapped = super().wrap_str_format(value)

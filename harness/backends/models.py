@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 import zipfile
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -26,8 +27,25 @@ DEFAULT_NAME = "SmolLM2-135M-Instruct"
 HF_BACKENDS = ("hf", "huggingface", "irh-fast")
 
 
-#: Model arguments that carry credentials: refused, since model args are written to run.json.
-SECRET_ARGS = ("auth_token", "api_key", "header", "headers")
+#: Words that mark a model argument as a credential (compared case- and separator-blind):
+#: such arguments are refused, since model args are written to run.json.
+SECRET_WORDS = ("token", "key", "secret", "password", "passwd", "auth", "credential", "header")
+#: lm-eval model arguments that contain one of those words but carry no credential (and every
+#: ``tokenizer*`` setting).
+NOT_SECRET_ARGS = frozenset({"addbostoken", "maxtokens", "tokenizedrequests", "usefasttokenizer", "maxgentoks", "maxlength", "keeptokens"})
+_URL_CREDENTIALS = re.compile(r"^[a-z][a-z0-9+.-]*://[^/@\s]+@", re.I)
+
+
+def secret_argument(args: dict[str, str]) -> str | None:
+    """The first argument that looks like a credential (by its name, or a URL with a user and
+    password in it), or None."""
+    for key, value in args.items():
+        folded = re.sub(r"[\W_]+", "", key.lower())
+        if folded not in NOT_SECRET_ARGS and not folded.startswith("tokenizer") and any(word in folded for word in SECRET_WORDS):
+            return key
+        if _URL_CREDENTIALS.match(value.strip()):
+            return key
+    return None
 
 
 class ModelSpec(NamedTuple):
@@ -153,11 +171,11 @@ def parse_model_spec(text: str | None, dtype: str | None = None, batch_size: int
         if not sep or not key:
             raise ModelError(f"bad model argument {part!r} in {text!r}; write key=value pairs separated by commas")
         args[key.strip()] = value.strip()
-    secret = next((key for key in args if key.lower() in SECRET_ARGS), None)
+    secret = secret_argument(args)
     if secret:
         raise ModelError(
-            f"model argument {secret}= would be written to run.json; give API keys in the environment "
-            f"(OPENAI_API_KEY for local-completions and the OpenAI backends), never in --model"
+            f"model argument {secret}= looks like a credential and would be written to run.json; give it in the environment "
+            f"(HF_TOKEN for the hub, OPENAI_API_KEY for local-completions and the OpenAI backends), never in --model"
         )
     if dtype:
         args.setdefault("dtype", dtype)

@@ -8,13 +8,16 @@ wins:
    PATH is a clone of the BIG-bench repository, GitHub's tarball or zip of it, or the 1.0.0
    sdist file (whose own sha256 is then checked against :data:`~harness.data.sources.BIGBENCH`);
 2. **the hub export** ``tasksource/bigbench`` (network; BIG-bench Lite only, read with
-   ``datasets``). It keeps ``multiple_choice_targets`` with ``multiple_choice_scores`` per
-   example, so ``multiple_choice_grade`` still scores half credit, but it loses what the
-   task.json files have and the export does not: the raw ``input`` (its ``inputs`` carry
+   ``datasets``; the columns of the ``bigbench`` dataset on the hub: ``idx``, ``inputs``,
+   ``targets``, ``multiple_choice_targets``, ``multiple_choice_scores``, in train and
+   validation splits, capped at 50,000 examples a task). It keeps the options and their
+   scores per example, but the scores are integers (the hub's features declare int32), so
+   BIG-bench's fractional target scores (half credit under ``multiple_choice_grade``) are
+   lost; and it lacks what the task.json files have: the raw ``input`` (its ``inputs`` carry
    BIG-bench's own prefixes and, for most tasks, the options appended), each example's
-   subtask and the subtask's ``task_prefix``, and the examples' order and ids. Its
-   documents therefore differ from those of a task.json copy, never match a content pin, and
-   tasks whose fields are cut out of the raw input (VitaminC, conlang) are not served;
+   subtask and the subtask's ``task_prefix``, and the examples' order and ids. Its documents
+   therefore differ from those of a task.json copy and never match a content pin, and tasks
+   whose fields are cut out of the raw input (VitaminC, conlang) are not served;
 3. **a package index** that still serves the sdist: ``IRH_PYPI_SIMPLE`` (a PEP 503 simple
    index), else pip's configured index, else PyPI; the file must match the pinned sha256.
 

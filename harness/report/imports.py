@@ -83,12 +83,29 @@ class _Cells:
         self.docs: dict[str, tuple[float, float]] = {}
 
 
+#: Longest line a results file may have (bytes). The csv module refuses fields over 128 KiB
+#: anyway; checking lines first refuses a huge one in bounded memory and at once.
+MAX_LINE_BYTES = 1 << 20
+
+
+def _check_line_lengths(path: Path) -> None:
+    """Refuse a file with a line longer than :data:`MAX_LINE_BYTES`, naming the line, reading
+    at most that much of any line."""
+    with open(path, "rb") as fh:
+        line_no = 0
+        while chunk := fh.readline(MAX_LINE_BYTES + 1):
+            line_no += 1
+            if len(chunk) > MAX_LINE_BYTES:
+                raise ImportProblem(f"{path}:{line_no}: a line longer than {MAX_LINE_BYTES:,} bytes; a results row is never that long")
+
+
 def read_text(path: Path) -> str:
     """A file's text as UTF-8 (a byte-order mark is allowed).
 
     Raises:
         ImportProblem: naming the line of the first byte that is not UTF-8.
     """
+    _check_line_lengths(path)
     data = path.read_bytes()
     try:
         return data.decode("utf-8-sig")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.report.chance import answer_strata_from_rows, chance_from_rows
-from harness.results import RunManifest, SampleRow, iter_samples, read_manifest
+from harness.results import RunError, RunManifest, SampleRow, iter_samples, read_manifest
 from harness.stats.data import PhrasingResults, TaskInfo, default_task_info, phrasings_from_rows
 
 #: Longest setting value used in a model label.
@@ -57,9 +57,18 @@ class ResultSource:
         return sum(p.n for p in self.phrasings)
 
 
-def load_run(run_dir: Path) -> ResultSource:
-    """Read a run folder (run.json + samples.jsonl) into a :class:`ResultSource`."""
+def load_run(run_dir: Path, force: bool = False) -> ResultSource:
+    """Read a run folder (run.json + samples.jsonl) into a :class:`ResultSource`.
+
+    A folder whose rows contradict its run.json (:func:`harness.damage.find_damage`) is
+    refused with one line per problem; with ``force`` it is read, and marked damaged.
+    """
+    from harness.damage import damage_message, find_damage
+
     manifest = read_manifest(run_dir)
+    problems = find_damage(run_dir, manifest)
+    if problems and not force:
+        raise RunError(damage_message(run_dir, problems, "`irh report --force` reports it anyway, marked damaged"))
     rows = list(iter_samples(run_dir))
     phrasings = phrasings_from_rows(rows)
     args = {str(k): str(v) for k, v in (manifest.model.get("args") or {}).items()}
@@ -73,6 +82,8 @@ def load_run(run_dir: Path) -> ResultSource:
         else []
     )
     details += scoring_notes(rows)
+    if problems:
+        details.insert(0, f"DAMAGED RUN, reported with --force: {len(problems)} problem(s) in samples.jsonl, first: {problems[0]}")
     return ResultSource(
         model=str(manifest.model.get("name") or manifest.model.get("backend") or "?"),
         origin=manifest.run_id,

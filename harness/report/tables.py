@@ -130,11 +130,13 @@ def write_report(
     seed: int = 0,
     html: bool = True,
     budget_estimator: str = "model",
+    force: bool = False,
 ) -> dict[str, Path]:
     """Compute the statistics of a run folder and write the report files (into the run folder
-    unless ``out_dir`` is given); returns their paths."""
+    unless ``out_dir`` is given); returns their paths. A damaged folder is refused unless
+    ``force`` (see :func:`load_run`)."""
     return write_source_report(
-        load_run(run_dir), out_dir or run_dir, n_boot=n_boot, seed=seed, html=html, budget_estimator=budget_estimator
+        load_run(run_dir, force=force), out_dir or run_dir, n_boot=n_boot, seed=seed, html=html, budget_estimator=budget_estimator
     )
 
 

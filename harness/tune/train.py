@@ -8,13 +8,14 @@ with a checkpoint every N steps, and saves the adapter where lm-eval's hf backen
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import random
 import resource
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -42,6 +43,50 @@ DEFAULT_LR = {"lora": 1e-3, "prompt": 3e-2}
 DEFAULT_PROMPT_INIT = "Read the task below carefully and give the correct answer."
 
 Progress = Callable[[int, int, dict[str, float]], None]
+
+
+def load_trainer_state(path: Path) -> dict[str, Any]:
+    """A checkpoint's optimiser, RNG and progress state, read with ``weights_only=True``: a
+    checkpoint is data, and a crafted pickle in it must not run code."""
+    import pickle
+
+    import torch
+
+    try:
+        state: dict[str, Any] = torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise TuneError(f"{path} holds more than tensors and plain values; refusing to load it ({str(exc).splitlines()[0]})") from None
+    return state
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler's stop, `kill`) ends tuning as Ctrl-C does: status ``interrupted``
+    and the resume hint, not a silent death with status ``running``."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _latest_checkpoint(out: Path) -> Path | None:
+    """The complete checkpoint in ``out``: ``checkpoint/``, else the previous one that a kill
+    during the swap left as ``.checkpoint.old``."""
+    for folder in (out / CHECKPOINT_DIR, out / f".{CHECKPOINT_DIR}.old"):
+        if (folder / STATE_FILE).exists() and (folder / "adapter_model.safetensors").exists():
+            return folder
+    return None
 
 
 @dataclass(frozen=True)
@@ -394,13 +439,13 @@ def _train(registry: Registry, prepared: Prepared, record: TuneRecord, progress:
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=hyper.learning_rate, weight_decay=0.0)
     start = 0
-    checkpoint = out / CHECKPOINT_DIR
-    if (checkpoint / STATE_FILE).exists():
+    checkpoint = _latest_checkpoint(out)
+    if checkpoint is not None:
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
         set_peft_model_state_dict(model, load_file(str(checkpoint / "adapter_model.safetensors")))
-        state = torch.load(checkpoint / STATE_FILE, weights_only=False)
+        state = load_trainer_state(checkpoint / STATE_FILE)
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
         start = int(state["step"])
@@ -414,50 +459,52 @@ def _train(registry: Registry, prepared: Prepared, record: TuneRecord, progress:
     curve = list(record.loss_curve)
     began = time.monotonic() - record.seconds
     record = record.model_copy(update={"status": "running"})
-    try:
-        for step in range(start, hyper.steps):
-            examples: list[Any] = []
-            golds: list[int] = []
-            groups: list[list[int]] = []
-            for t, d, phrasings in plans[step].groups:
-                data = prepared.tasks[t]
-                doc = data.docs[d]
-                scores = option_scores(data.task, doc)
-                gold = max(range(len(scores)), key=lambda i: scores[i])
-                group = []
-                for inst_id in phrasings:
-                    group.append(len(examples))
-                    examples.append(
-                        encode_example(
-                            tokenizer,
-                            registry.instruction(inst_id).instruction,
-                            data.task,
-                            doc,
-                            gold,
-                            placement=hyper.placement,
-                            chat=chat,
-                            max_length=hyper.max_length,
+    with _sigterm_as_interrupt():
+        try:
+            for step in range(start, hyper.steps):
+                examples: list[Any] = []
+                golds: list[int] = []
+                groups: list[list[int]] = []
+                for t, d, phrasings in plans[step].groups:
+                    data = prepared.tasks[t]
+                    doc = data.docs[d]
+                    scores = option_scores(data.task, doc)
+                    gold = max(range(len(scores)), key=lambda i: scores[i])
+                    group = []
+                    for inst_id in phrasings:
+                        group.append(len(examples))
+                        examples.append(
+                            encode_example(
+                                tokenizer,
+                                registry.instruction(inst_id).instruction,
+                                data.task,
+                                doc,
+                                gold,
+                                placement=hyper.placement,
+                                chat=chat,
+                                max_length=hyper.max_length,
+                            )
                         )
-                    )
-                    golds.append(gold)
-                groups.append(group)
-            with autocast:
-                lls, counts = option_loglikelihoods(model, examples, pad_id, virtual)
-            result = batch_loss(lls.float(), counts, golds, groups, hyper.kl_weight)
-            optimizer.zero_grad(set_to_none=True)
-            result.loss.backward()
-            optimizer.step()
-            curve.append(LossPoint(step=step + 1, loss=float(result.loss.detach()), ce=result.ce, kl=result.kl))
-            if progress:
-                progress(step + 1, hyper.steps, {"loss": curve[-1].loss, "ce": result.ce, "kl": result.kl})
-            done = step + 1
-            if done % hyper.checkpoint_every == 0 and done < hyper.steps:
-                record = _checkpoint(model, optimizer, out, record, curve, done, began)
-    except KeyboardInterrupt:
-        write_tune_record(out, record.model_copy(update={"status": "interrupted"}))
-        raise
+                        golds.append(gold)
+                    groups.append(group)
+                with autocast:
+                    lls, counts = option_loglikelihoods(model, examples, pad_id, virtual)
+                result = batch_loss(lls.float(), counts, golds, groups, hyper.kl_weight)
+                optimizer.zero_grad(set_to_none=True)
+                result.loss.backward()
+                optimizer.step()
+                curve.append(LossPoint(step=step + 1, loss=float(result.loss.detach()), ce=result.ce, kl=result.kl))
+                if progress:
+                    progress(step + 1, hyper.steps, {"loss": curve[-1].loss, "ce": result.ce, "kl": result.kl})
+                done = step + 1
+                if done % hyper.checkpoint_every == 0 and done < hyper.steps:
+                    record = _checkpoint(model, optimizer, out, record, curve, done, began)
+        except KeyboardInterrupt:
+            write_tune_record(out, record.model_copy(update={"status": "interrupted"}))
+            raise
     model.save_pretrained(str(out))
-    shutil.rmtree(checkpoint, ignore_errors=True)
+    for folder in (CHECKPOINT_DIR, f".{CHECKPOINT_DIR}.old", f".{CHECKPOINT_DIR}.tmp"):
+        shutil.rmtree(out / folder, ignore_errors=True)
     record = record.model_copy(
         update={
             "status": "complete",
@@ -481,8 +528,14 @@ def _checkpoint(model: Any, optimizer: Any, out: Path, record: TuneRecord, curve
     model.save_pretrained(str(tmp))
     state = {"optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(), "step": step, "loss_curve": [p.model_dump() for p in curve]}
     torch.save(state, tmp / STATE_FILE)
-    shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
+    # The old checkpoint stays (as .old) until the new one has its name: a kill at any point
+    # leaves one complete checkpoint that _latest_checkpoint finds.
+    old = out / f".{CHECKPOINT_DIR}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if (out / CHECKPOINT_DIR).exists():
+        (out / CHECKPOINT_DIR).replace(old)
     tmp.replace(out / CHECKPOINT_DIR)
+    shutil.rmtree(old, ignore_errors=True)
     record = record.model_copy(
         update={
             "steps_done": step,
