@@ -14,18 +14,13 @@ from tests.fixtures.packages import build_bigbench_sdist, build_olmo_wheel
 
 REPO = Path(__file__).resolve().parent.parent
 
+# Fixture documents carry real task ids but not the real documents: every process the tests
+# start reads an empty pins file instead of the shipped pins (tests of pins set their own).
+_NO_PINS = Path(__file__).resolve().parent / "fixtures" / "no_pins.json"
+os.environ["IRH_PINS"] = str(_NO_PINS)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-
-@pytest.fixture(autouse=True)
-def _no_shipped_pins(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fixture documents carry real task ids but not the real documents: the shipped content
-    pins (harness/data/pins.json) would refuse them. Tests of pins set their own."""
-    from harness.data import pins
-
-    monkeypatch.setattr(pins, "pinned", lambda: {})
 
 
 @pytest.fixture(scope="session")

