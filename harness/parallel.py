@@ -147,9 +147,30 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+#: The launcher's pid, given to the ranks it starts: a rank whose launcher is gone stops.
+LAUNCHER_ENV = "IRH_LAUNCHER_PID"
+
+
+def die_with_launcher() -> None:
+    """Ask Linux to send this rank SIGTERM (an interrupt: its flushed rows are kept) when the
+    process that started it dies, even by kill -9; and stop at once if it is already gone.
+    Without this a killed launcher leaves its ranks scoring on, unlocked, to the end."""
+    launcher = os.environ.get(LAUNCHER_ENV)
+    if not launcher or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != int(launcher):  # it died before the request was made
+        raise KeyboardInterrupt
+
+
 def worker_env(world_size: int, registry_root: str | None) -> dict[str, str]:
-    """The ranks' environment: the cores shared out among them, the run's registry."""
+    """The ranks' environment: the cores shared out among them, the run's registry, the
+    launcher's pid (:func:`die_with_launcher`)."""
     env = dict(os.environ)
+    env[LAUNCHER_ENV] = str(os.getpid())
     threads = str(max(1, (os.cpu_count() or 1) // world_size))
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env.setdefault(name, threads)
@@ -505,6 +526,7 @@ def main(argv: list[str] | None = None) -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
+        die_with_launcher()
         run_rank(args.run_dir, args.rank, args.world_size, args.port)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,46 @@ def test_a_damaged_run_json_is_one_line_for_report_and_resume(tmp_path: Path, co
         assert result.exit_code != 0 and not isinstance(result.exception, (KeyError, ValueError, AttributeError)), result.output
         lines = [line for line in result.output.splitlines() if line.strip()]
         assert len(lines) == 1 and "run.json is damaged" in lines[0], result.output
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_a_rank_stops_when_its_launcher_is_killed(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    marker = tmp_path / "rank-stopped"
+    rank = (
+        "import signal, sys, time\n"
+        "from harness.parallel import die_with_launcher\n"
+        "def stop(signum, frame):\n"
+        "    raise KeyboardInterrupt\n"
+        "signal.signal(signal.SIGTERM, stop)\n"
+        "try:\n"
+        "    die_with_launcher()\n"
+        "    time.sleep(60)\n"
+        "except KeyboardInterrupt:\n"
+        f"    open({str(marker)!r}, 'w').write('interrupted')\n"
+        "    sys.exit(130)\n"
+    )
+    launcher = (
+        "import os, subprocess, sys, time\n"
+        f"env = {{**os.environ, 'IRH_LAUNCHER_PID': str(os.getpid())}}\n"
+        f"child = subprocess.Popen([sys.executable, '-c', {rank!r}], env=env)\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", launcher], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    child_pid = int(parent.stdout.readline())
+    time.sleep(2)  # the rank has made its request
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not marker.exists():
+        time.sleep(0.1)
+    assert marker.read_text() == "interrupted"
+    with pytest.raises(ProcessLookupError):
+        for _ in range(50):
+            os.kill(child_pid, 0)
+            time.sleep(0.1)
