@@ -111,11 +111,12 @@ def test_a_rank_stops_when_its_launcher_is_killed(tmp_path: Path) -> None:
     parent = subprocess.Popen([sys.executable, "-c", launcher], stdout=subprocess.PIPE, text=True)
     assert parent.stdout is not None
     child_pid = int(parent.stdout.readline())
-    time.sleep(2)  # the rank has made its request
+    time.sleep(2)  # the rank has made its request (or, if slower, finds the launcher gone)
     parent.kill()
     parent.wait()
     deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and not marker.exists():
+    # The marker is opened before it is written: wait for its text, not for the file.
+    while time.monotonic() < deadline and not (marker.exists() and marker.read_text()):
         time.sleep(0.1)
     assert marker.read_text() == "interrupted"
     with pytest.raises(ProcessLookupError):

@@ -216,7 +216,6 @@ def store_documents(task_id: str, splits: dict[str, list[dict[str, Any]]], sourc
             "converter_version": CONVERTER_VERSION,
             "splits": {split: len(docs) for split, docs in splits.items()},
             "content_sha256": digests,
-            "pinned": {split: pin_for(task_id, split) is not None for split in splits},
         },
     )
     return digests
