@@ -29,7 +29,7 @@ def find_damage(run_dir: Path, manifest: RunManifest, *, missing: bool = True) -
     Checked: rows for a (task, phrasing) the plan does not hold, for a document the task did
     not choose, or for a cell a budgeted run did not choose; rows that repeat a cell (saying
     whether they conflict); scores outside the row's own range; and, with ``missing`` and a
-    ``complete`` run, planned phrasings with no row at all.
+    ``complete`` run, planned cells with no row (:func:`_missing_cells`).
     """
     path = run_dir / SAMPLES
     plan = set(manifest.plan)
@@ -37,12 +37,10 @@ def find_damage(run_dir: Path, manifest: RunManifest, *, missing: bool = True) -
     budget = manifest.budget
     allowed = {task: budget.allowed(task) for task in manifest.tasks} if budget else None
     first: dict[tuple[str, str, str], tuple[int, SampleRow]] = {}
-    seen_pairs: set[tuple[str, str]] = set()
     problems: list[str] = []
     for line, row in iter_numbered_samples(path):
         where = f"{path}:{line}"
         pair = (row.task, row.instruction_id)
-        seen_pairs.add(pair)
         if pair not in plan:
             problems.append(f"{where}: {row.task} / {row.instruction_id} is not in the run's plan (run.json)")
         elif row.doc_id not in docs.get(row.task, set()):
@@ -60,9 +58,42 @@ def find_damage(run_dir: Path, manifest: RunManifest, *, missing: bool = True) -
         if row.score == row.score and not low <= row.score <= high:  # NaN is "no valid score", not damage
             problems.append(f"{where}: score {row.score:g} is outside {low:g}..{high:g}, the range of this row's options")
     if missing and manifest.status == "complete":
-        for task, instruction in manifest.plan:
-            if (task, instruction) not in seen_pairs:
-                problems.append(f"{path}: the run is complete, but {task} / {instruction} has no row")
+        problems += _missing_cells(path, manifest, {key: row for key, (_, row) in first.items()})
+    return problems
+
+
+def _missing_cells(path: Path, manifest: RunManifest, rows: dict[tuple[str, str, str], SampleRow]) -> list[str]:
+    """A complete run's planned cells without a row, one line per phrasing (per cell for a
+    budget, whose cells run.json lists). A full run's phrasing must cover every chosen
+    document, except one that shows a fixed number of options: it covers the documents with
+    that many (a phrasing whose rows all have k options is held to the documents that have k,
+    as other phrasings' rows show them)."""
+    problems: list[str] = []
+    if manifest.budget is not None:
+        for task, cells in manifest.budget.cells.items():
+            for instruction, doc in cells:
+                if (task, instruction, doc) not in rows:
+                    problems.append(f"{path}: the run is complete, but the budget's cell {task} / {instruction} / {doc} has no row")
+        return problems
+    by_pair: dict[tuple[str, str], list[SampleRow]] = {}
+    option_count: dict[tuple[str, str], int] = {}
+    for (task, instruction, doc), row in rows.items():
+        by_pair.setdefault((task, instruction), []).append(row)
+        option_count[(task, doc)] = len(row.options)
+    for task, instruction in manifest.plan:
+        have = by_pair.get((task, instruction), [])
+        if not have:
+            problems.append(f"{path}: the run is complete, but {task} / {instruction} has no row")
+            continue
+        counts = {len(row.options) for row in have}
+        done = {row.doc_id for row in have}
+        doc_ids = manifest.tasks[task].doc_ids if task in manifest.tasks else []
+        lacking = [d for d in doc_ids if d not in done and (len(counts) > 1 or option_count.get((task, d), len(have[0].options)) in counts)]
+        if lacking:
+            shown = ", ".join(lacking[:3]) + (", ..." if len(lacking) > 3 else "")
+            problems.append(
+                f"{path}: the run is complete, but {task} / {instruction} has no row for {len(lacking)} of its documents ({shown})"
+            )
     return problems
 
 

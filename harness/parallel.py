@@ -42,6 +42,8 @@ from harness.results import (
     SampleWriter,
     iter_sample_file,
     iter_samples,
+    plan_order,
+    put_in_plan_order,
     read_manifest,
     utc_now,
     write_manifest,
@@ -122,12 +124,8 @@ def merge_shards(run_dir: Path, manifest: RunManifest, lock: RunLock) -> int:
         for row in iter_sample_file(path):
             if row.key not in done:
                 fresh.setdefault(row.key, row)
-    order = {tuple(pair): n for n, pair in enumerate(manifest.plan)}
-    position = {task: {doc: n for n, doc in enumerate(record.doc_ids)} for task, record in manifest.tasks.items()}
-    rows = sorted(
-        fresh.values(),
-        key=lambda r: (order.get((r.task, r.instruction_id), len(order)), position.get(r.task, {}).get(r.doc_id, 0)),
-    )
+    key = plan_order(manifest)
+    rows = sorted(fresh.values(), key=lambda r: key(r.task, r.instruction_id, r.doc_id))
     if rows:
         with SampleWriter(run_dir, lock=lock) as writer:
             writer.write(rows)
@@ -331,6 +329,7 @@ def _execute_parallel(
             progress(work.finished, work.total)
         if work.finished != work.total:
             raise RankFailed(f"the ranks ended with {work.total - work.finished} of {work.total} rows missing")
+        put_in_plan_order(run_dir)
     except KeyboardInterrupt:
         _stop(procs)
         if owns_status:
@@ -498,6 +497,7 @@ def _close_launched(run_dir: Path, lock: RunLock, failures: list[str]) -> str:
         error = f"the ranks ended with {work.total - work.finished} of {work.total} rows missing"
         write_manifest(run_dir, manifest.model_copy(update={"status": "failed", "error": error}))
         raise RankFailed(error)
+    put_in_plan_order(run_dir)
     write_manifest(run_dir, manifest.model_copy(update={"status": "complete", "error": None, "finished": utc_now()}))
     return "complete"
 

@@ -18,7 +18,7 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
@@ -508,6 +508,46 @@ class SampleWriter:
         self.close()
 
 
+def planned_rows(manifest: RunManifest) -> int:
+    """Rows the plan asks for: its budget's cells, or every (phrasing, document) pair."""
+    if manifest.budget is not None:
+        return manifest.budget.scored_cells
+    return sum(len(manifest.tasks[task_id].doc_ids) for task_id, _ in manifest.plan if task_id in manifest.tasks)
+
+
+def plan_order(manifest: RunManifest) -> Callable[[str, str, str], tuple[int, int]]:
+    """The sort key of a row in plan order: phrasing by phrasing as the plan lists them, each
+    phrasing's documents in the task's order (how one uninterrupted process writes a full run)."""
+    order = {tuple(pair): n for n, pair in enumerate(manifest.plan)}
+    position = {task: {doc: n for n, doc in enumerate(record.doc_ids)} for task, record in manifest.tasks.items()}
+
+    def key(task: str, instruction_id: str, doc_id: str) -> tuple[int, int]:
+        return order.get((task, instruction_id), len(order)), position.get(task, {}).get(doc_id, 0)
+
+    return key
+
+
+def put_in_plan_order(run_dir: Path) -> bool:
+    """Rewrite samples.jsonl in plan order where it is not (rows merged from ranks' shards
+    after a kill, a resume that filled gaps, budget rounds), byte for byte the same lines, so
+    that every complete run reads in one order whatever its history. Returns whether any row
+    moved. The caller holds the folder's lock, with no writer open."""
+    path = run_dir / SAMPLES
+    if not path.exists():
+        return False
+    key = plan_order(read_manifest(run_dir))
+    lines = path.read_bytes().splitlines(keepends=True)
+    keys = []
+    for line in lines:
+        row = json.loads(line)
+        keys.append(key(row["task"], row["instruction_id"], row["doc_id"]))
+    order = sorted(range(len(lines)), key=keys.__getitem__)
+    if order == list(range(len(lines))):
+        return False
+    atomic_write_bytes(path, b"".join(lines[i] for i in order))
+    return True
+
+
 @dataclass(frozen=True)
 class Liveness:
     """Whether a run folder is being written, and what a user should do about it."""
@@ -549,7 +589,7 @@ def check_liveness(run_dir: Path) -> Liveness:
 
     manifest = read_manifest(run_dir)
     rows = _count_rows(run_dir / SAMPLES)
-    planned = sum(len(manifest.tasks[task_id].doc_ids) for task_id, _ in manifest.plan)
+    planned = planned_rows(manifest)
     beat = read_heartbeat(run_dir)
     counts = f"{rows} of {planned} rows"
     if _lock_held_elsewhere(run_dir):

@@ -33,6 +33,7 @@ from harness.results import (
     git_state,
     iter_samples,
     package_versions,
+    put_in_plan_order,
     read_manifest,
     utc_now,
     write_manifest,
@@ -498,6 +499,7 @@ def _execute(
         if progress:
             progress(finished, work.total)
         if finished == work.total:
+            put_in_plan_order(run_dir)
             manifest = manifest.model_copy(update={"status": "complete", "finished": manifest.finished or utc_now()})
             write_manifest(run_dir, manifest)
             return manifest
@@ -523,6 +525,7 @@ def _execute(
                 finished += len(chunk.docs)
                 if progress:
                     progress(finished, work.total)
+        put_in_plan_order(run_dir)
     except KeyboardInterrupt:
         if owns_status:
             _mark(run_dir, manifest, "interrupted", None)

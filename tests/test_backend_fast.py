@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from harness.backends.fast import attach_needs, build_trie, count_distinct_tokens, pack_items
+from harness.backends.fast import attach_needs, build_trie, count_distinct_tokens
 
 
 def _models(tiny_model: Path) -> tuple[Any, Any]:
@@ -60,18 +60,14 @@ def test_loglikelihoods_match_hf_within_1e4_in_fp32(tiny_model: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("max_row_tokens", "max_padding", "max_batch_tokens"),
-    [(256, 0.02, 2048), (16, 0.5, 120), (4, 1.0, 48)],
-    ids=["default", "heads-as-rows", "deep-and-mixed"],
+    ("block_tokens", "max_batch_tokens"), [(32, 2048), (4, 120), (1, 48)], ids=["default", "small-blocks", "one-token-blocks"]
 )
-def test_every_trie_position_runs_once_with_hf_numbers(
-    tiny_model: Path, max_row_tokens: int, max_padding: float, max_batch_tokens: int
-) -> None:
-    """Whatever the row size and padding bound (small rows make every shared stretch a head of
-    its own, several levels deep, and large padding bounds mix rows of different pasts and
-    widths in one pass), each trie position is run once and the numbers are hf's."""
+def test_cells_give_hf_numbers_whatever_the_block_size(tiny_model: Path, block_tokens: int, max_batch_tokens: int) -> None:
+    """Heads cut into blocks of any size (down to one token: a head of many passes), rows of
+    many widths: the numbers are hf's, and the work is the trie minimum plus at most a block's
+    worth per cell (the part of a shared head after its last full block) and the padding."""
     hf, fast = _models(tiny_model)
-    fast.max_row_tokens, fast.max_padding, fast.max_batch_tokens = max_row_tokens, max_padding, max_batch_tokens
+    fast.block_tokens, fast.max_batch_tokens = block_tokens, max_batch_tokens
     pairs = _workload()
     # Options sharing their first tokens, and a context that is the head of another.
     pairs += [("Is the sky blue?", " A blue sky"), ("Is the sky blue?", " A blue sea"), ("Is the sky blue? Is it", " yes")]
@@ -79,11 +75,15 @@ def test_every_trie_position_runs_once_with_hf_numbers(
     got = fast.loglikelihood(_requests(pairs), disable_tqdm=True)
     for (a, greedy_a), (b, greedy_b) in zip(expected, got, strict=True):
         assert abs(a - b) < 1e-4 and greedy_a == greedy_b
-    inputs = {c + t[:-1] for c, t in fast._encode_requests(_requests(pairs))}
-    assert fast.work.forward_tokens == count_distinct_tokens(sorted(inputs))
-    assert fast.work.padded_positions <= max_padding * (fast.work.forward_tokens + fast.work.padded_positions) + 1
-    if max_row_tokens < 256:
-        assert fast.work.forward_passes > 2  # heads first, then the rows on top of them
+    encoded = fast._encode_requests(_requests(pairs))
+    inputs = {c + t[:-1] for c, t in encoded}
+    cells = {c for c, _ in encoded}
+    minimum = count_distinct_tokens(sorted(inputs))
+    assert minimum <= fast.work.forward_tokens <= minimum + block_tokens * len(cells)
+    assert fast.work.padded_positions < 16 * len(cells)
+    if block_tokens == 1:
+        longest = max(len(c) for c in cells)
+        assert fast.work.forward_passes >= longest - 1  # one pass per head position, then the rows
 
 
 def test_generation_is_hf_generation(tiny_model: Path) -> None:
@@ -150,11 +150,12 @@ def test_prefix_cache_keeps_within_its_budget() -> None:
     cache = PrefixCache(budget_bytes=2 * 2 * 2 * 10 * 4 * 4)  # room for 20 tokens of one layer
     cache.put((1, 2, 3, 4, 5, 6, 7, 8, 9, 10), layers(10))
     cache.put((1, 2, 3, 7, 7), layers(5))
-    n, got = cache.longest((1, 2, 3, 4, 5, 9))
-    assert n == 5 and got[0][0].shape == (1, 2, 5, 4)
+    got = cache.get((1, 2, 3, 4, 5, 6, 7, 8, 9, 10))
+    assert got is not None and got[0][0].shape == (1, 2, 10, 4) and cache.reused_tokens == 10
+    assert cache.get((1, 2, 3, 4, 5)) is None  # a block is found by its whole key only
     cache.put((5, 5, 5, 5, 5, 5, 5, 5), layers(8))  # evicts the least recently used entry
     assert (1, 2, 3, 7, 7) not in cache.entries and cache.bytes <= cache.budget_bytes
-    assert cache.longest((9, 9)) == (0, [])
+    assert cache.get((9, 9)) is None
 
 
 def test_trie_runs_each_position_once_and_needs_land_where_pairs_ask() -> None:
@@ -186,16 +187,6 @@ def test_trie_runs_each_position_once_and_needs_land_where_pairs_ask() -> None:
     # Every branch point splits the stretch: (1 2) is shared, then 3 | 9, then 4 | ...
     head = root.children[1]
     assert head.tokens == (1, 2) and set(head.children) == {3, 9}
-
-
-def test_rows_pack_small_items_without_widening() -> None:
-    root = build_trie([(1, 2, 3, 4, 5, 6), (1, 7), (1, 8), (1, 9, 9)])
-    attach_needs(root, [((1, 2, 3, 4, 5), (6, 0)), ((1,), (7, 0)), ((1,), (8, 0)), ((1, 9), (9, 0))])
-    (head,) = root.children.values()
-    bins = pack_items([(child, True) for child in head.children.values()], min_width=1)
-    widths = sorted(sum(node.size for node, _ in b) for b in bins)
-    assert widths == [4, 5]  # (2 3 4 5 6) alone; 7, 8 and (9 9) together, no wider than 5
-    assert len(pack_items([(child, True) for child in head.children.values()], min_width=64)) == 1
 
 
 def test_minimum_token_count_is_the_prefix_trie_size() -> None:
@@ -292,3 +283,36 @@ def test_gguf_args_load_the_converted_copy_once_per_process(tiny_model: Path, tm
     assert first.model.config.hidden_size == second.model.config.hidden_size == 32  # the tiny model's
     # No GGUF file to hand: lm-eval's own loading (and its error) as usual.
     assert fast_module._converted_gguf({"pretrained": str(tmp_path), "gguf_file": "absent.gguf"}) is None
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_a_cells_numbers_do_not_depend_on_what_else_is_scored(tiny_model: Path, dtype: str) -> None:
+    """The same requests in one call, or split into calls in another order after a warm cache,
+    or with tiny passes, tiny KV waves and one CPU thread: bit-identical loglikelihoods."""
+    import lm_eval.models  # noqa: F401
+    import torch
+    from lm_eval.api.registry import get_model
+
+    def scorer(**settings: Any) -> Any:
+        fast = get_model("irh-fast").create_from_arg_string(f"pretrained={tiny_model},dtype={dtype},device=cpu", {"batch_size": 4})
+        for name, value in settings.items():
+            setattr(fast, name, value)
+        return fast
+
+    pairs = _workload()
+    expected = scorer().loglikelihood(_requests(pairs), disable_tqdm=True)
+    warm = scorer()
+    got: dict[int, tuple[float, bool]] = {}
+    order = list(range(len(pairs)))[::-1]
+    for part in (order[:7], order[7:30], order[30:]):
+        for i, result in zip(part, warm.loglikelihood(_requests([pairs[i] for i in part]), disable_tqdm=True), strict=True):
+            got[i] = result
+    assert warm.prefix_cache.hits > 0
+    assert [got[i] for i in range(len(pairs))] == expected
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        small = scorer(max_batch_tokens=16, max_kv_bytes=1)
+        assert small.loglikelihood(_requests(pairs), disable_tqdm=True) == expected
+    finally:
+        torch.set_num_threads(threads)

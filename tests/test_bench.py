@@ -230,7 +230,9 @@ def test_bench_on_an_inline_task_reports_every_field(tiny_model: Path, tmp_path:
         assert r["whole_s"] >= r["ll_s"] + r["load_s"] and r["fixed_s"] == pytest.approx(r["whole_s"] - r["ll_s"])
     assert hf["hf_tokens"] == fast["hf_tokens"] == summary["hf_tokens"] == hf["forward_tokens"]
     # irh-fast runs exactly the prefix trie (no call boundary here), hf far more.
-    assert summary["fast_tokens"] == fast["forward_tokens"] == summary["minimum_tokens"] < summary["hf_tokens"]
+    # irh-fast runs the minimum plus at most one block (32 tokens) per cell (a document's context).
+    assert summary["fast_tokens"] == fast["forward_tokens"] < summary["hf_tokens"]
+    assert summary["minimum_tokens"] <= summary["fast_tokens"] <= summary["minimum_tokens"] + 32 * summary["documents"]
     assert fast["padded_positions"] >= 0 and fast["forward_passes"] >= 1
     assert summary["ceiling"] == pytest.approx(summary["hf_tokens"] / summary["minimum_tokens"])
     assert summary["efficiency"] == pytest.approx(summary["speedup"] / summary["ceiling"])

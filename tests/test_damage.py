@@ -78,3 +78,27 @@ def test_a_complete_run_cut_short_is_damaged_and_force_marks_every_output(cache:
     result = CliRunner().invoke(main, ["report", str(run), "--force", "--no-html"])
     assert result.exit_code == 0, result.output
     assert "DAMAGED RUN, reported with --force" in (run / "report.md").read_text()
+
+
+def test_a_complete_run_missing_some_documents_of_a_phrasing_is_damaged(cache: Path, tmp_path: Path) -> None:
+    run = _complete_run(tmp_path)
+    lines = _lines(run)
+    gone = json.loads(lines[1])
+    (run / SAMPLES).write_text("".join(lines[:1] + lines[2:]))
+    out = _refusal(["report", str(run)])
+    assert out[0].startswith(f"Error: {run} is damaged: 1 problem(s)")
+    pair = f"nli.rte / {gone['instruction_id']}"
+    assert out[1] == f"{run / SAMPLES}: the run is complete, but {pair} has no row for 1 of its documents ({gone['doc_id']})"
+
+
+def test_a_complete_budgeted_run_missing_a_chosen_cell_is_damaged(cache: Path, tmp_path: Path) -> None:
+    [result] = harness.run(
+        "nli.rte", models="irh-fake", limit=6, max_instructions=3, budget_fraction=0.5, reports_dir=tmp_path, write_report=False, say=None
+    )
+    run = result.run_dir
+    lines = _lines(run)
+    gone = json.loads(lines[-1])
+    (run / SAMPLES).write_text("".join(lines[:-1]))
+    out = _refusal(["report", str(run)])
+    cell = f"nli.rte / {gone['instruction_id']} / {gone['doc_id']}"
+    assert out[1] == f"{run / SAMPLES}: the run is complete, but the budget's cell {cell} has no row" and len(out) == 2

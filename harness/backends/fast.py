@@ -9,28 +9,33 @@ subclass of lm-eval's ``HFLM``: model loading, tokenisation, chat templates and
 A robustness run asks for the same context many times (once per answer option) and for
 contexts that share a long head (chat template + phrasing text before the document). The
 hf backend recomputes the whole context for every option whose continuation is longer than
-one token, and shares nothing between documents. Here, per call:
+one token, and shares nothing between documents. Here a *cell* is one distinct context with
+all the continuations asked of it (a document under a phrasing, with its options), and:
 
 1. identical requests are answered once;
-2. the inputs (context + continuation minus its last token) form a prefix trie, kept
-   compressed (one node per stretch without a branch); every position of the trie is run
-   through the model exactly once, which is the fewest any exact causal scorer can run;
-3. a subtree of up to ``max_row_tokens`` tokens (a document's context and all its options,
-   or a few documents with their shared head) is laid out in one row, with a tree-shaped
-   attention mask: each position sees its ancestors only, at the positions it would have
-   alone; a bigger subtree's head is run as a stretch of its own, and its KV cache is the
-   past of its children's rows;
-4. rows with different pasts share forward passes (each past left-aligned, padded and
-   masked), so passes are large whatever the grouping: heads first (breadth first, so that
-   most rows are ready together), widest rows first, with padding bounded (2% of a pass);
-5. shared heads' caches are kept across calls (the chat template's head and a phrasing's
-   text recur in every call of a run; least recently used out first beyond 256 MiB);
-6. the output projection (vocabulary logits) is computed only at the positions whose
-   log-probabilities are needed, each once: the last context token and the continuation
-   tokens but the last.
+2. every context is cut at fixed positions into blocks of ``block_tokens`` (32) tokens; the
+   full blocks before the context's last token are its *head*, computed block by block, each
+   block once per distinct head (shared by every cell whose context starts with it) and kept
+   across calls when several contexts share it (least recently used out first beyond 256 MiB,
+   ``prefix_cache_mb=``);
+3. the rest of the cell (the context after its head, and every continuation but its last
+   token, as a prefix tree under a tree-shaped attention mask) is one row on top of its head,
+   padded to a multiple of 16 columns;
+4. a forward pass holds only rows of identical shape (blocks at the same position; cells with
+   the same head length and padded width), so each row's numbers are those it gets alone;
+5. the output projection (vocabulary logits) is computed only at the positions whose
+   log-probabilities are needed, each once.
+
+The segmentation depends on the cell alone, never on what else is in the call, what an
+earlier call left in the cache, the batch a row lands in or the number of CPU threads: a
+cell's loglikelihoods are bit-identical whatever the chunking, resume, cache state or number
+of processes (checked in tests/test_backend_fast.py and tests/test_history.py). The price is
+that a head shared by many cells is shared only up to its last full block (at most 31 tokens
+per cell are run again) and the padding.
 
 Token ids are exactly the hf backend's (its own ``_encode_pair``), so the loglikelihoods are
-the same quantity computed in fewer operations; they agree to float round-off.
+the same quantity computed in fewer operations; they agree with the hf backend's to float
+round-off (a different segmentation of the same computation).
 """
 
 from __future__ import annotations
@@ -50,10 +55,10 @@ from tqdm import tqdm
 
 #: Generation: prompts whose heads agree on at least this many tokens encode the head once.
 MIN_SHARED_PREFIX = 8
-#: A subtree of the prefix trie up to this many tokens is scored whole in one row.
-MAX_ROW_TOKENS = 256
-#: Rows are at least this wide where their items are smaller (several share a row).
-MIN_ROW_TOKENS = 64
+#: Contexts are cut into blocks of this many tokens at fixed positions.
+BLOCK_TOKENS = 32
+#: A cell's row is padded to a multiple of this many columns.
+ROW_ROUND = 16
 #: Positions projected onto the vocabulary at a time (bounds the log-probabilities' memory).
 PROJECT_CHUNK = 512
 
@@ -62,13 +67,12 @@ Layers = list[tuple[torch.Tensor, torch.Tensor]]
 
 
 class PrefixCache:
-    """KV caches of shared prefixes, kept across calls: the chat template's head and a
-    phrasing's text recur in every call of a run (one per phrasing and chunk of documents).
+    """KV caches of whole blocks, kept across calls: the chat template's head and a phrasing's
+    text recur in every call of a run (one per phrasing and chunk of documents).
 
-    Least recently used entries are dropped beyond ``budget_bytes``. A lookup returns the
-    longest cached prefix of the tokens asked for; the cache of a token sequence's first
-    ``n`` tokens is the first ``n`` positions of its cache (causal attention), so any entry
-    sharing a head with the request serves that head.
+    The key of a block is every token from position 0 to the block's end; the value is the
+    block's own keys and values per layer. Least recently used blocks are dropped beyond
+    ``budget_bytes``.
     """
 
     def __init__(self, budget_bytes: int) -> None:
@@ -82,27 +86,21 @@ class PrefixCache:
     def _size(layers: Layers) -> int:
         return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in layers)
 
-    def longest(self, tokens: tuple[int, ...], better_than: int = 0) -> tuple[int, Layers]:
-        """The cache of the longest head of ``tokens`` held, if longer than ``better_than``."""
-        best, best_key = better_than, None
-        for key in self.entries:
-            n = common_prefix_length(key, tokens)
-            if n > best:
-                best, best_key = n, key
-        if best_key is None:
-            return 0, []
-        self.entries.move_to_end(best_key)
-        self.hits += 1
-        self.reused_tokens += best
-        return best, [(k[:, :, :best], v[:, :, :best]) for k, v in self.entries[best_key]]
+    def get(self, key: tuple[int, ...]) -> Layers | None:
+        layers = self.entries.get(key)
+        if layers is not None:
+            self.entries.move_to_end(key)
+            self.hits += 1
+            self.reused_tokens += layers[0][0].shape[2] if layers else 0
+        return layers
 
-    def put(self, tokens: tuple[int, ...], layers: Layers) -> None:
-        if tokens in self.entries or self.budget_bytes <= 0:
+    def put(self, key: tuple[int, ...], layers: Layers) -> None:
+        if key in self.entries or self.budget_bytes <= 0:
             return
         size = self._size(layers)
         if size > self.budget_bytes:
             return
-        self.entries[tokens] = layers
+        self.entries[key] = layers
         self.bytes += size
         while self.bytes > self.budget_bytes:
             _, old = self.entries.popitem(last=False)
@@ -198,20 +196,6 @@ class _Node:
         return tail
 
 
-@dataclass
-class _Row:
-    """One row of a forward pass: items laid out side by side on top of ``past``'s cached path.
-    An item is a node with its whole subtree (``True``) or the node's own stretch alone."""
-
-    past: _Node
-    level: int
-    items: list[tuple[_Node, bool]]
-
-    @property
-    def width(self) -> int:
-        return sum(node.size if whole else len(node.tokens) for node, whole in self.items)
-
-
 def build_trie(sequences: list[tuple[int, ...]]) -> _Node:
     """The compressed prefix trie (radix tree) of ``sequences``; sizes are filled in by
     :func:`attach_needs`."""
@@ -259,34 +243,22 @@ def attach_needs(root: _Node, pairs: list[tuple[tuple[int, ...], tuple[int, ...]
         node.contexts = len(ends.get(id(node), ())) + sum(child.contexts for child in node.children.values())
 
 
-def pack_items(items: list[tuple[_Node, bool]], min_width: int) -> list[list[tuple[_Node, bool]]]:
-    """Items into as few rows as first-fit decreasing finds, each no wider than the widest
-    item (or ``min_width``): a row costs attention in proportion to its width, so small items
-    share rows but never widen them."""
+@dataclass
+class _Tally:
+    """Per pair: the loglikelihood so far, whether every token was the greedy one, the tokens
+    still to score; the progress bar counts pairs done."""
 
-    def size(item: tuple[_Node, bool]) -> int:
-        return item[0].size if item[1] else len(item[0].tokens)
+    scores: list[float]
+    greedy: list[bool]
+    remaining: list[int]
+    bar: Any
 
-    items = sorted(items, key=size, reverse=True)
-    if not items:
-        return []
-    capacity = max(size(items[0]), min_width)
-    bins: list[list[tuple[_Node, bool]]] = []
-    room: list[int] = []
-    open_bins: list[int] = []  # bins with room left, the most recent last
-    for item in items:
-        need = size(item)
-        for b in reversed(open_bins[-8:]):
-            if room[b] >= need:
-                bins[b].append(item)
-                room[b] -= need
-                break
-        else:
-            bins.append([item])
-            room.append(capacity - need)
-            open_bins.append(len(bins) - 1)
-        open_bins = [b for b in open_bins[-8:] if room[b] > 0]
-    return bins
+    def add(self, pair: int, value: float, hit: bool) -> None:
+        self.scores[pair] += value
+        self.greedy[pair] = self.greedy[pair] and hit
+        self.remaining[pair] -= 1
+        if self.remaining[pair] == 0:
+            self.bar.update(1)
 
 
 def _converted_gguf(kwargs: dict[str, Any]) -> Path | None:
@@ -328,8 +300,7 @@ class FastScorer(HFLM):
         self,
         *args: Any,
         max_batch_tokens: int = 2048,
-        max_padding: float = 0.02,
-        max_row_tokens: int = MAX_ROW_TOKENS,
+        block_tokens: int = BLOCK_TOKENS,
         max_kv_mb: float = 1024,
         prefix_cache_mb: float = 256,
         **kwargs: Any,
@@ -344,8 +315,9 @@ class FastScorer(HFLM):
             del kwargs["gguf_file"]
         super().__init__(*args, **kwargs)
         self.max_batch_tokens = int(max_batch_tokens)
-        self.max_padding = float(max_padding)
-        self.max_row_tokens = int(max_row_tokens)
+        self.block_tokens = int(block_tokens)
+        if self.block_tokens < 1:
+            raise ValueError(f"block_tokens={block_tokens} must be at least 1")
         self.max_kv_bytes = int(float(max_kv_mb) * 2**20)
         self.prefix_cache = PrefixCache(int(float(prefix_cache_mb) * 2**20))
         self.work = WorkCounter()
@@ -480,232 +452,210 @@ class FastScorer(HFLM):
         if unique:
             bar = tqdm(total=len(unique), desc="irh-fast loglikelihood", disable=disable_tqdm or self.rank != 0)
             with torch.inference_mode():
-                self._score_trie(list(unique), scores, greedy, bar)
+                self._score_cells(list(unique), _Tally(scores, greedy, [len(cont) for _, cont in unique], bar))
             bar.close()
         return [next(fallback) if i in skip else (scores[unique[key]], greedy[unique[key]]) for i, key in enumerate(encoded)]
 
-    def _encode_prefix(self, prefix: tuple[int, ...], start: int = 0, layers: Layers | None = None) -> Layers:
-        """The KV cache of ``prefix``, given that of its first ``start`` tokens (``layers``):
-        from the prefix cache where an earlier call encoded part or all of it, the rest run."""
-        layers = layers or []
-        hit, hit_layers = self.prefix_cache.longest(prefix, better_than=start)
-        if hit_layers:
-            start, layers = hit, hit_layers
-        if start < len(prefix):
-            ids = torch.tensor([prefix[start:]], device=self.device)
+    def _encode_prefix(self, prefix: tuple[int, ...]) -> Layers:
+        """The KV cache of ``prefix`` (generation's shared head): its full blocks as for
+        loglikelihoods (from the prefix cache where an earlier call computed them), the rest
+        run on top."""
+        head = len(prefix) // self.block_tokens * self.block_tokens
+        store: dict[tuple[int, ...], Layers] = {}
+        self._compute_blocks(
+            [prefix[:head]], store, shared={prefix[: (j + 1) * self.block_tokens]: 2 for j in range(head // self.block_tokens)}
+        )
+        layers = self._past_of([prefix[:head]], store)
+        if head < len(prefix):
             cache = self._cache_from(layers)
             mask = torch.ones((1, len(prefix)), dtype=torch.long, device=self.device)
-            self._run(ids, cache, mask, torch.arange(start, len(prefix), device=self.device)[None])
+            self._run(
+                torch.tensor([prefix[head:]], device=self.device), cache, mask, torch.arange(head, len(prefix), device=self.device)[None]
+            )
+            self.work.forward_passes += 1
             layers = self._layers_of(cache)
-            self.prefix_cache.put(prefix, layers)
         return layers
 
-    # ------------------------------------------------------------------ scoring on the prefix trie
+    # ------------------------------------------------------------------ scoring cell by cell
 
-    def _score_trie(self, pairs: list[tuple[tuple[int, ...], tuple[int, ...]]], scores: list[float], greedy: list[bool], bar: Any) -> None:
-        """Score every (context, continuation) pair, running each position of the prefix trie
-        of their inputs through the model once (see :func:`build_trie`, :meth:`_plan_rows`)."""
-        root = build_trie([ctx + cont[:-1] for ctx, cont in pairs])
-        attach_needs(root, pairs)
-        remaining = [len(cont) for _, cont in pairs]
-        kv: dict[int, Layers] = {}
-        refs: dict[int, int] = {}
-        ready = self._plan_rows(root, 0, kv, refs)
-        while ready:
-            batch = self._pick_batch(ready, sum(PrefixCache._size(layers) for layers in kv.values()))
-            chosen = {id(row) for row in batch}
-            ready = [row for row in ready if id(row) not in chosen]
-            ready.extend(self._run_rows(batch, kv, refs, scores, greedy, remaining, bar))
-            for row in batch:
-                self._release(row.past, kv, refs)
+    def _kv_bytes_per_token(self) -> int:
+        config = self.model.config
+        text = config.get_text_config() if hasattr(config, "get_text_config") else config
+        heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
+        head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+        dtype = self.mixed_precision_dtype or self.model.dtype
+        return 2 * text.num_hidden_layers * heads * head_dim * torch.empty((), dtype=dtype).element_size()
 
-    @staticmethod
-    def _release(node: _Node, kv: dict[int, Layers], refs: dict[int, int]) -> None:
-        """One row that needed ``node``'s cache is done; drop the cache after the last."""
-        key = id(node)
-        if key in refs:
-            refs[key] -= 1
-            if refs[key] <= 0:
-                del refs[key]
-                kv.pop(key, None)
+    def _score_cells(self, pairs: list[tuple[tuple[int, ...], tuple[int, ...]]], tally: _Tally) -> None:
+        """Score every (context, continuation) pair, cell by cell (see the module docstring):
+        heads block by block, then one row per cell. Cells are taken in waves whose heads' KV
+        caches fit in ``max_kv_mb``; the order changes no number."""
+        cells: dict[tuple[int, ...], list[int]] = {}
+        for i, (ctx, _) in enumerate(pairs):
+            cells.setdefault(ctx, []).append(i)
+        contexts = sorted(cells)  # cells sharing a head side by side
+        shared: dict[tuple[int, ...], int] = {}
+        for ctx in contexts:
+            for j in range(self._head_blocks(ctx)):
+                key = ctx[: (j + 1) * self.block_tokens]
+                shared[key] = shared.get(key, 0) + 1
+        budget = max(1, self.max_kv_bytes // self._kv_bytes_per_token())
+        waves: list[list[tuple[int, ...]]] = [[]]
+        used = 0
+        for ctx in contexts:
+            if waves[-1] and used + len(ctx) > budget:
+                waves.append([])
+                used = 0
+            waves[-1].append(ctx)
+            used += len(ctx)
+        for wave in waves:
+            store: dict[tuple[int, ...], Layers] = {}
+            self._compute_blocks([c[: self._head_blocks(c) * self.block_tokens] for c in wave], store, shared)
+            self._score_rows([(c, cells[c]) for c in wave], pairs, store, tally)
 
-    def _plan_rows(self, parent: _Node, level: int, kv: dict[int, Layers], refs: dict[int, int]) -> list[_Row]:
-        """The rows that compute ``parent``'s children on top of ``parent``'s cached path.
+    def _head_blocks(self, context: tuple[int, ...]) -> int:
+        """Full blocks before the context's last token (whose hidden state a score needs)."""
+        return (len(context) - 1) // self.block_tokens
 
-        A child whose whole subtree fits in ``max_row_tokens`` goes into a row whole (the rest
-        of its documents' contexts and all their continuations, under a tree-shaped mask); a
-        bigger one contributes only its own stretch (a head several inputs share), whose cache
-        then serves its children's rows. A shared head that an earlier call cached is not run
-        again. Items are packed into rows no wider than the widest of them.
-        """
-        items: list[tuple[_Node, bool]] = []
-        rows: list[_Row] = []
-        for child in list(parent.children.values()):
-            # Only a head several contexts share is ever cached (see _run_rows).
-            hit = self._cached_head(child) if child.contexts > 1 else None
-            if hit is None:
-                items.append((child, child.size <= self.max_row_tokens))
-                continue
-            head, layers = hit
-            kv[id(head)] = layers
-            refs[id(head)] = 0
-            rows.extend(self._plan_rows(head, level + 1, kv, refs))
-            if not refs[id(head)]:
-                del refs[id(head)], kv[id(head)]
-        packed = [_Row(parent, level, bin_items) for bin_items in pack_items(items, MIN_ROW_TOKENS)]
-        if parent.parent is not None:
-            refs[id(parent)] = refs.get(id(parent), 0) + len(packed)
-        return rows + packed
+    def _past_of(self, heads: list[tuple[int, ...]], store: dict[tuple[int, ...], Layers]) -> Layers:
+        """The KV caches of heads of equal length (whole blocks, all in ``store``), stacked."""
+        size = self.block_tokens
+        count = len(heads[0]) // size
+        if count == 0:
+            return []
+        rows = [[store[head[: (j + 1) * size]] for j in range(count)] for head in heads]
+        return [
+            (
+                torch.cat([torch.cat([blocks[j][index][0] for j in range(count)], dim=2) for blocks in rows]),
+                torch.cat([torch.cat([blocks[j][index][1] for j in range(count)], dim=2) for blocks in rows]),
+            )
+            for index in range(len(rows[0][0]))
+        ]
 
-    def _cached_head(self, node: _Node) -> tuple[_Node, Layers] | None:
-        """Where the prefix cache holds more of ``node``'s path than its parent's: the node (cut
-        where the cached part ends) and the cache of its path. The cached part stops before
-        any position whose log-probabilities are needed (a cache has no hidden states)."""
-        path = node.path()
-        limit = node.depth + min((offset for offset, _, _ in node.needs), default=len(node.tokens))
-        hit, layers = self.prefix_cache.longest(path[:limit], better_than=node.depth)
-        if not hit:
-            return None
-        if hit < node.depth_end:
-            node.split(hit - node.depth)
-        return node, layers
-
-    def _pick_batch(self, ready: list[_Row], kv_bytes: int) -> list[_Row]:
-        """The next forward pass. Breadth first: the widest row of the shallowest level (heads
-        first, so that as many rows as possible are ready to share passes), joined by rows of
-        any level no wider, widest first, within the batch's token budget and padding bound.
-        Depth first while the heads' caches held exceed ``max_kv_mb``: rows that use and free
-        them go first."""
-        sign = -1 if kv_bytes > self.max_kv_bytes else 1
-        ready.sort(key=lambda row: (sign * row.level, -row.width))
-        width = ready[0].width
-        capacity = max(1, self.max_batch_tokens // width)
-        batch, used = [ready[0]], ready[0].width
-        for row in sorted(ready[1:], key=lambda row: -row.width):
-            if len(batch) >= capacity:
-                break
-            if row.width > width:
-                continue
-            if (len(batch) + 1) * width - (used + row.width) <= self.max_padding * (len(batch) + 1) * width:
-                batch.append(row)
-                used += row.width
-        return batch
-
-    def _run_rows(
-        self,
-        rows: list[_Row],
-        kv: dict[int, Layers],
-        refs: dict[int, int],
-        scores: list[float],
-        greedy: list[bool],
-        remaining: list[int],
-        bar: Any,
-    ) -> list[_Row]:
-        """One forward pass over ``rows``: each on top of its own past (the cache of its parent's
-        path, left-aligned and padded to the longest), its items laid out depth first with a
-        mask that lets each position see its past and its ancestors only, at the positions it
-        would have alone. Scores the needed positions, keeps the caches of the heads computed
-        and returns the rows of their children."""
-        import numpy as np
-
-        n = len(rows)
-        width = max(row.width for row in rows)
-        past = max(row.past.depth_end for row in rows)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        ids = np.full((n, width), pad, dtype=np.int64)
-        positions = np.zeros((n, width), dtype=np.int64)
-        allowed = np.zeros((n, width, past + width), dtype=bool)
-        tril = np.tri(width, dtype=bool)
-        wanted: list[tuple[int, int, int, int]] = []  # (row, column, target token, pair)
-        heads: list[tuple[_Node, int, int, int]] = []  # (node, row, first column, end column)
-        for r, row in enumerate(rows):
-            allowed[r, : row.width, : row.past.depth_end] = True
-            allowed[r, row.width :, past + row.width :] = np.eye(width - row.width, dtype=bool)  # padding sees itself
-            column = 0
-            for item, whole in row.items:
-                stack: list[tuple[_Node, tuple[tuple[int, int], ...]]] = [(item, ())]
-                while stack:
-                    node, ancestors = stack.pop()
-                    length = len(node.tokens)
-                    end = column + length
-                    ids[r, column:end] = node.tokens
-                    positions[r, column:end] = np.arange(node.depth, node.depth_end)
-                    block = allowed[r, column:end]
-                    block[:, past + column : past + end] = tril[:length, :length]
-                    for a_start, a_end in ancestors:
-                        block[:, past + a_start : past + a_end] = True
-                    wanted.extend((r, column + offset, target, pair) for offset, target, pair in node.needs)
-                    if whole:
-                        spans = (*ancestors, (column, end))
-                        stack.extend((child, spans) for child in reversed(list(node.children.values())))
-                    else:
-                        heads.append((node, r, column, end))
-                    column = end
-        cache = self._past_cache(rows, kv, past)
-        device = self.device
-        self.work.forward_tokens += sum(row.width for row in rows)
-        self.work.padded_positions += n * width - sum(row.width for row in rows)
+    def _forward(self, ids: torch.Tensor, past: Layers, positions: torch.Tensor, allowed: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """One forward pass of rows of identical shape on top of their pasts (equal lengths)."""
+        cache = self._cache_from(past)
         self.work.forward_passes += 1
         with self._autocast():
             hidden = self._decoder()(
-                input_ids=torch.from_numpy(ids).to(device),
-                attention_mask=torch.from_numpy(allowed).to(device)[:, None],
-                position_ids=torch.from_numpy(positions).to(device),
+                input_ids=ids.to(self.device),
+                attention_mask=allowed.to(self.device)[:, None],
+                position_ids=positions.to(self.device),
                 use_cache=True,
                 **{self._cache_kwarg(): cache},
             ).last_hidden_state
-        self._score_positions(hidden, wanted, scores, greedy, remaining, bar)
-        new_rows: list[_Row] = []
-        if heads:
-            layers = self._layers_of(cache)
-            for node, r, start, end in heads:
-                length = rows[r].past.depth_end
-                kept = [
-                    (
-                        torch.cat((k[r : r + 1, :, :length], k[r : r + 1, :, past + start : past + end]), dim=2),
-                        torch.cat((v[r : r + 1, :, :length], v[r : r + 1, :, past + start : past + end]), dim=2),
-                    )
-                    for k, v in layers
-                ]
-                kv[id(node)] = kept
-                if node.contexts > 1:
-                    self.prefix_cache.put(node.path(), kept)
-                refs[id(node)] = 0
-                new_rows.extend(self._plan_rows(node, rows[r].level + 1, kv, refs))
-                if not refs[id(node)]:
-                    del refs[id(node)], kv[id(node)]
-        return new_rows
+        return hidden, cache
 
-    def _past_cache(self, rows: list[_Row], kv: dict[int, Layers], past: int) -> Any:
-        """A KV cache holding each row's past, left-aligned; columns beyond a shorter past are
-        zeros that the mask hides."""
+    def _compute_blocks(
+        self, heads: list[tuple[int, ...]], store: dict[tuple[int, ...], Layers], shared: dict[tuple[int, ...], int]
+    ) -> None:
+        """Put every block of every head into ``store``: from the prefix cache, or computed,
+        block position by block position, rows of the same position sharing passes. A block
+        that several contexts share is kept in the prefix cache."""
+        size = self.block_tokens
+        for j in range(max((len(head) // size for head in heads), default=0)):
+            todo: list[tuple[int, ...]] = []
+            for head in heads:
+                key = head[: (j + 1) * size]
+                if len(head) < (j + 1) * size or key in store:
+                    continue
+                cached = self.prefix_cache.get(key)
+                if cached is not None:
+                    store[key] = cached
+                else:
+                    store[key] = []  # placeholder: computed below
+                    todo.append(key)
+            per_pass = max(1, self.max_batch_tokens // size)
+            tril = torch.tril(torch.ones((size, size), dtype=torch.bool))
+            for lo in range(0, len(todo), per_pass):
+                keys = todo[lo : lo + per_pass]
+                n = len(keys)
+                allowed = torch.ones((n, size, j * size + size), dtype=torch.bool)
+                allowed[:, :, j * size :] = tril
+                positions = torch.arange(j * size, (j + 1) * size).expand(n, -1)
+                ids = torch.tensor([key[j * size :] for key in keys])
+                self.work.forward_tokens += n * size
+                _, cache = self._forward(ids, self._past_of([key[: j * size] for key in keys], store), positions, allowed)
+                for r, key in enumerate(keys):
+                    block = [(k[r : r + 1, :, j * size :].clone(), v[r : r + 1, :, j * size :].clone()) for k, v in self._layers_of(cache)]
+                    store[key] = block
+                    if shared.get(key, 0) > 1:
+                        self.prefix_cache.put(key, block)
+
+    def _score_rows(
+        self,
+        cells: list[tuple[tuple[int, ...], list[int]]],
+        pairs: list[tuple[tuple[int, ...], tuple[int, ...]]],
+        store: dict[tuple[int, ...], Layers],
+        tally: _Tally,
+    ) -> None:
+        """One row per cell on top of its head: the rest of the context, then the prefix tree
+        of its continuations (each but its last token), laid out depth first in token order
+        under a tree-shaped mask and padded to a multiple of ``ROW_ROUND``. Rows of equal head
+        length and padded width share passes."""
+        groups: dict[tuple[int, int], list[tuple[tuple[int, ...], _Node, list[int]]]] = {}
+        for ctx, members in cells:
+            head = self._head_blocks(ctx) * self.block_tokens
+            tails = [(ctx[head:], pairs[i][1]) for i in members]
+            root = build_trie([c + t[:-1] for c, t in tails])
+            attach_needs(root, tails)
+            width = -(-root.size // ROW_ROUND) * ROW_ROUND
+            groups.setdefault((head, width), []).append((ctx, root, members))
+        for (head, width), rows in sorted(groups.items()):
+            per_pass = max(1, self.max_batch_tokens // width)
+            for lo in range(0, len(rows), per_pass):
+                self._score_pass(rows[lo : lo + per_pass], head, width, store, tally)
+
+    def _score_pass(
+        self,
+        rows: list[tuple[tuple[int, ...], _Node, list[int]]],
+        head: int,
+        width: int,
+        store: dict[tuple[int, ...], Layers],
+        tally: _Tally,
+    ) -> None:
+        import numpy as np
+
         n = len(rows)
-        if past == 0:
-            return self._cache_from([])
-        first = rows[0].past
-        if all(row.past is first for row in rows):
-            return self._cache_from([(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in kv[id(first)]])
-        layers = []
-        sample = kv[id(next(row.past for row in rows if row.past.depth_end))]
-        for index, (k0, v0) in enumerate(sample):
-            keys = k0.new_zeros((n, k0.shape[1], past, k0.shape[3]))
-            values = v0.new_zeros((n, v0.shape[1], past, v0.shape[3]))
-            for r, row in enumerate(rows):
-                if row.past.depth_end:
-                    k, v = kv[id(row.past)][index]
-                    keys[r, :, : row.past.depth_end] = k[0]
-                    values[r, :, : row.past.depth_end] = v[0]
-            layers.append((keys, values))
-        return self._cache_from(layers)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = np.full((n, width), pad, dtype=np.int64)
+        positions = np.broadcast_to(np.arange(head, head + width), (n, width)).copy()
+        allowed = np.zeros((n, width, head + width), dtype=bool)
+        allowed[:, :, :head] = True
+        allowed[:, :, head:] = np.eye(width, dtype=bool)  # padding sees itself
+        tril = np.tri(width, dtype=bool)
+        wanted: list[tuple[int, int, int, int]] = []  # (row, column, target token, pair)
+        used = 0
+        for r, (_, root, members) in enumerate(rows):
+            column = 0
+            stack: list[tuple[_Node, tuple[tuple[int, int], ...]]] = [
+                (child, ()) for _, child in sorted(root.children.items(), reverse=True)
+            ]
+            while stack:
+                node, ancestors = stack.pop()
+                end = column + len(node.tokens)
+                ids[r, column:end] = node.tokens
+                positions[r, column:end] = np.arange(head + node.depth, head + node.depth_end)
+                block = allowed[r, column:end]
+                block[:, head + column : head + end] = tril[: end - column, : end - column]
+                for a_start, a_end in ancestors:
+                    block[:, head + a_start : head + a_end] = True
+                wanted.extend((r, column + offset, target, members[pair]) for offset, target, pair in node.needs)
+                spans = (*ancestors, (column, end))
+                stack.extend((child, spans) for _, child in sorted(node.children.items(), reverse=True))
+                column = end
+            used += column
+        self.work.forward_tokens += used
+        self.work.padded_positions += n * width - used
+        past = self._past_of([ctx[:head] for ctx, _, _ in rows], store)
+        hidden, _ = self._forward(torch.from_numpy(ids), past, torch.from_numpy(positions), torch.from_numpy(allowed))
+        self._score_positions(hidden, wanted, tally)
 
     def _score_positions(
         self,
         hidden: torch.Tensor,
         wanted: list[tuple[int, int, int, int]],
-        scores: list[float],
-        greedy: list[bool],
-        remaining: list[int],
-        bar: Any,
+        tally: _Tally,
     ) -> None:
         """Project the needed positions (each once) onto the vocabulary and add each pair's
         token log-probabilities and greedy checks."""
@@ -725,9 +675,4 @@ class FastScorer(HFLM):
             values_chunk = logprobs[picked, targets[mine]]
             hits_chunk = logprobs.argmax(dim=-1)[picked] == targets[mine]
             for i, value, hit in zip(mine.nonzero().flatten().tolist(), values_chunk.tolist(), hits_chunk.tolist(), strict=True):
-                _, _, _, pair = wanted[i]
-                scores[pair] += value
-                greedy[pair] = greedy[pair] and hit
-                remaining[pair] -= 1
-                if remaining[pair] == 0:
-                    bar.update(1)
+                tally.add(wanted[i][3], value, hit)
