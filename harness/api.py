@@ -211,6 +211,7 @@ def run(
     processes: int = 1,
     prepare_only: bool = False,
     write_report: bool = True,
+    noise_check: float = 0.02,
     say: Say | None = _stderr,
     progress: ProgressFactory | None = None,
 ) -> list[RunResult]:
@@ -225,7 +226,7 @@ def run(
         limit: documents per task (a seeded, stratified subsample, the same for every phrasing).
         seed: the seed of every random choice.
         placement: ``user``, ``system`` or ``none`` (no chat template).
-        dtype: model dtype (default: bfloat16 where the CPU supports it).
+        dtype: model dtype (default: float32; see the README's Reliability section).
         batch_size: the model's batch size.
         chunk_size: documents per lm-eval call; rows are flushed after each.
         seen: collections the model saw in tuning, overriding ``harness/model_families.yaml``.
@@ -241,6 +242,8 @@ def run(
         prepare_only: make the run folder and score nothing (status ``interrupted``): complete it
             with :func:`resume`, or across machines with ``torchrun ... -m harness.parallel DIR``.
         write_report: write the report files when a run completes.
+        noise_check: once the rows are complete, score this share of each task's cells (at least 50)
+            again in float32 when the run is in another dtype (:mod:`harness.noise`); 0 skips it.
         say: receives one-line notes (None: silent).
         progress: makes progress callbacks (see :data:`ProgressFactory`).
 
@@ -257,6 +260,8 @@ def run(
         raise InvalidRequest("adaptive rounds need a budget: give budget_fraction (--budget) or budget_cells (--budget-cells)")
     if budget_rounds < 0:
         raise InvalidRequest(f"budget_rounds must be 0 or more, not {budget_rounds}")
+    if not 0.0 <= noise_check <= 1.0:
+        raise InvalidRequest(f"noise_check (--noise-check) is a share of the cells between 0 and 1, not {noise_check}")
     if processes < 1:
         raise InvalidRequest(f"processes must be at least 1, not {processes}")
     if tasks is not None and not _names(tasks):
@@ -336,6 +341,7 @@ def run(
                 budget_fraction=budget_fraction,
                 budget_cells=budget_cells,
                 budget_rounds=budget_rounds,
+                noise_check=noise_check,
             )
         except KeyError as exc:
             raise InvalidRequest(str(exc.args[0])) from None
@@ -359,7 +365,9 @@ def run(
             if processes > 1 and say:
                 say(f"scoring with {processes} processes (ranks write to {run_dir / 'shards'})")
             # Adaptive rounds (budget_rounds) are chosen and scored inside, after the balanced start.
-            manifest = execute_budget(run_dir, manifest, items, model=model, progress=bar, processes=processes, model_info=extra_info)
+            manifest = execute_budget(
+                run_dir, manifest, items, model=model, progress=bar, processes=processes, model_info=extra_info, say=say
+            )
         except (KeyboardInterrupt, Exception) as exc:
             raise _stopped(exc, run_dir) from exc
         finally:
@@ -428,6 +436,7 @@ def resume(
             budget_cells=budget_cells,
             processes=processes,
             budget_rounds=budget_rounds,
+            say=say,
         )
     except (RunError, DataMissing, ModelError):
         raise

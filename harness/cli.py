@@ -485,7 +485,8 @@ def _progress_bar(desc: str, unit: str = "sample", leave: bool = True) -> Any:
     "--dtype",
     type=click.Choice(["bfloat16", "float32", "float16"]),
     default=None,
-    help="Model dtype (default: bfloat16 where the CPU supports it).",
+    help="Model dtype (default: float32; bfloat16 is faster on CPUs with native bf16 but flips a few percent of "
+    "predictions: such a run measures its noise floor, see --noise-check and README: Reliability).",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option(
@@ -551,6 +552,14 @@ def _progress_bar(desc: str, unit: str = "sample", leave: bool = True) -> Any:
     help="Make the run folder and score nothing: complete it with --resume, or across machines with "
     "`torchrun ... -m harness.parallel RUN_DIR` (see README: Data-parallel runs).",
 )
+@click.option(
+    "--noise-check",
+    type=click.FloatRange(min=0.0, max=1.0),
+    default=0.02,
+    show_default=True,
+    help="Once the rows are complete, score this share of each task's cells (at least 50) again in float32 when the run "
+    "is in another dtype, and report the predictions that flip (see README: Reliability). 0 skips it.",
+)
 def run(
     models: tuple[str, ...],
     task_sel: tuple[str, ...],
@@ -574,6 +583,7 @@ def run(
     controls: bool = False,
     processes: int = 1,
     prepare_only: bool = False,
+    noise_check: float = 0.02,
 ) -> None:
     """Score every phrasing of the chosen tasks on the same documents."""
     if budget_fraction is not None and budget_cells is not None:
@@ -626,6 +636,7 @@ def run(
                 processes=processes,
                 prepare_only=prepare_only,
                 write_report=not no_report,
+                noise_check=noise_check,
                 say=say,
                 progress=_progress_bar,
             )
@@ -875,7 +886,7 @@ def import_readme(check: bool, readme_path: Path | None) -> None:
     default=None,
     help="Documents per task (default 20); with --workload, lm-eval's limit per task (default: the workload's own).",
 )
-@click.option("--dtype", type=click.Choice(["bfloat16", "float32"]), default=None, help="Default: bfloat16 where the CPU supports it.")
+@click.option("--dtype", type=click.Choice(["bfloat16", "float32"]), default=None, help="Default: float32.")
 @click.option("--batch-size", default=16, show_default=True, help="lm-eval hf batch size.")
 @click.option("--seed", default=1234, show_default=True)
 @click.option(
@@ -1256,7 +1267,7 @@ def _tune_bar() -> Any:
 )
 @click.option("--kl-weight", type=float, default=1.0, show_default=True)
 @click.option("--controls", is_flag=True, help="Also score the control phrasings in every run.")
-@click.option("--dtype", type=click.Choice(["bfloat16", "float32"]), default=None, help="Default: bfloat16 where the CPU supports it.")
+@click.option("--dtype", type=click.Choice(["bfloat16", "float32"]), default=None, help="Default: float32.")
 @click.option("--seed", default=1234, show_default=True)
 def tune_experiment(
     out: Path,

@@ -106,6 +106,35 @@ class BudgetRecord(BaseModel):
         return sum(len(v) for v in self.cells.values())
 
 
+class TaskNoise(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cells: int
+    flips: int
+    flip_share: float
+    flip_ci: tuple[float, float]
+    accuracy_run: float
+    accuracy_reference: float
+    max_abs_loglikelihood_diff: float
+
+    @property
+    def floor(self) -> float:
+        """Differences in a phrasing's score smaller than this can be precision alone: the
+        upper end of the flip share's CI (a flip moves a document's score by at most 1)."""
+        return self.flip_ci[1]
+
+
+class NoiseCheck(BaseModel):
+    """run.json's record of the check (``status`` says why there is none)."""
+
+    model_config = ConfigDict(extra="forbid")
+    status: str  # "done", "not needed: ...", "not possible: ..."
+    fraction: float
+    seed: int
+    run_dtype: str | None = None
+    reference_dtype: str = "float32"
+    tasks: dict[str, TaskNoise] = Field(default_factory=dict)
+
+
 class RunManifest(BaseModel):
     """Everything needed to know what a run measured and to redo it."""
 
@@ -146,6 +175,10 @@ class RunManifest(BaseModel):
     #: The (task id, phrasing id) pairs scored, in order.
     plan: list[tuple[str, str]]
     error: str | None = None
+    #: The share of cells scored again in float32 once the rows are complete (harness/noise.py),
+    #: and the result; None in run folders written before the check existed.
+    noise_check_fraction: float = 0.0
+    noise_check: NoiseCheck | None = None
 
 
 class SampleRow(BaseModel):

@@ -74,6 +74,7 @@ def start_run(
     budget_fraction: float | None = None,
     budget_cells: int | None = None,
     budget_rounds: int = 0,
+    noise_check: float = 0.0,
 ) -> tuple[Path, RunManifest]:
     """Choose the documents, create the run folder and write its manifest (status running).
 
@@ -137,6 +138,7 @@ def start_run(
         },
         plan=[(item.task.id, item.entry.id) for item in items],
         budget=budget,
+        noise_check_fraction=noise_check,
     )
     write_manifest(run_dir, manifest)
     return run_dir, manifest
@@ -239,9 +241,11 @@ def execute_budget(
     lock: RunLock | None = None,
     processes: int = 1,
     model_info: dict[str, Any] | None = None,
+    say: Callable[[str], Any] | None = None,
 ) -> RunManifest:
     """Score every missing row (:func:`execute`, or data-parallel); then, while the budget has
-    adaptive rounds pending, choose each round's cells from the scores so far and score them.
+    adaptive rounds pending, choose each round's cells from the scores so far and score them;
+    then the numerical noise check (:mod:`harness.noise`) if the run asks for one.
 
     The folder stays locked across the rounds; the model is loaded once for all of them.
     """
@@ -258,8 +262,47 @@ def execute_budget(
                     model = load_model(ModelSpec(manifest.model["backend"], dict(manifest.model["args"]), manifest.model["name"]))
                 manifest = execute(run_dir, manifest, items, model=model, progress=progress, lock=held)
             if manifest.status != "complete" or manifest.budget is None or manifest.budget.rounds_pending <= 0:
-                return manifest
+                break
             manifest = next_adaptive_round(run_dir, manifest, items)
+        if manifest.status == "complete" and manifest.noise_check_fraction > 0 and manifest.noise_check is None:
+            manifest = _check_noise(run_dir, manifest, items, say)
+        return manifest
+
+
+def _check_noise(run_dir: Path, manifest: RunManifest, items: list[RunItem], say: Callable[[str], Any] | None) -> RunManifest:
+    """Score a share of the complete run's cells again in float32 and record the comparison."""
+    from harness.noise import run_noise_check
+
+    spec = ModelSpec(manifest.model["backend"], dict(manifest.model["args"]), manifest.model["name"])
+    by_pair = {(item.task.id, item.entry.id): (n, item) for n, item in enumerate(items)}
+    docs = load_run_documents(manifest, items)
+
+    def score(model: LoadedModel, rows: list[SampleRow]) -> list[SampleRow]:
+        chat, placement = chat_placement(manifest, model)
+        wanted: dict[tuple[str, str], set[str]] = {}
+        for row in rows:
+            wanted.setdefault((row.task, row.instruction_id), set()).add(row.doc_id)
+        scored: list[SampleRow] = []
+        for pair, ids in wanted.items():
+            n, item = by_pair[pair]
+            chosen = [d for d in docs[item.task.id] if d["id"] in ids]
+            for start in range(0, len(chosen), manifest.chunk_size):
+                chunk = Chunk(n, start, item, chosen[start : start + manifest.chunk_size])
+                scored += score_chunk(model, chunk, placement=placement, chat=chat, seed=manifest.seed)
+        return scored
+
+    check = run_noise_check(run_dir, spec, manifest.noise_check_fraction, manifest.seed, score, say)
+    manifest = manifest.model_copy(update={"noise_check": check})
+    write_manifest(run_dir, manifest)
+    if say and check.status == "done":
+        for task, noise in check.tasks.items():
+            say(
+                f"noise check {task}: {noise.flips} of {noise.cells} predictions flip in {check.reference_dtype} "
+                f"(floor {noise.floor:.3f}); accuracy {noise.accuracy_run:.3f} -> {noise.accuracy_reference:.3f}"
+            )
+    elif say:
+        say(f"noise check: {check.status}")
+    return manifest
 
 
 def items_from_manifest(registry: Registry, manifest: RunManifest) -> list[RunItem]:
@@ -557,6 +600,7 @@ def resume_run(
     budget_cells: int | None = None,
     processes: int = 1,
     budget_rounds: int = 0,
+    say: Callable[[str], Any] | None = None,
 ) -> RunManifest:
     """Complete an interrupted or failed run without repeating or losing rows.
 
@@ -583,4 +627,4 @@ def resume_run(
             write_manifest(run_dir, manifest)
         elif budget_rounds:
             raise RunError("--rounds needs --budget or --budget-cells with --resume: the bigger budget the rounds spend")
-        return execute_budget(run_dir, manifest, items, progress=progress, lock=lock, processes=processes)
+        return execute_budget(run_dir, manifest, items, progress=progress, lock=lock, processes=processes, say=say)

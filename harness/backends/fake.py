@@ -2,7 +2,9 @@
 
 It lets the whole pipeline (rendering, lm-eval task building, result rows, reports) run in
 tests in milliseconds. Scores are a pure function of the request text (and ``seed``), so two
-runs agree exactly and accuracy sits near chance.
+runs agree exactly and accuracy sits near chance. With a ``dtype`` other than float32 each
+loglikelihood also moves by a pure function of the request and the dtype (up to 0.8 either
+way), as rounding would: some predictions differ from float32's, always the same ones.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ def _unit(text: str) -> float:
 class FakeLM(LM):
     """Deterministic fake language model for tests and dry runs."""
 
-    def __init__(self, seed: str = "0", **unused: Any) -> None:
+    def __init__(self, seed: str = "0", dtype: str = "float32", **unused: Any) -> None:
         super().__init__()
         self.seed = str(seed)
+        self.dtype = str(dtype)
         # For crash tests: IRH_FAKE_FAIL_AFTER=N makes the model fail after N requests
         # (N:interrupt raises KeyboardInterrupt, as Ctrl-C would). It is read from the
         # environment, not the model args, so that a resumed run does not crash again.
@@ -50,7 +53,10 @@ class FakeLM(LM):
         for req in requests:
             self._tick()
             context, continuation = req.args
-            out.append((-1.0 - 5.0 * _unit(f"{self.seed}|{context}|{continuation}"), False))
+            value = -1.0 - 5.0 * _unit(f"{self.seed}|{context}|{continuation}")
+            if self.dtype not in ("float32", "fp32"):
+                value += 1.6 * (_unit(f"{self.dtype}|{context}|{continuation}") - 0.5)
+            out.append((value, False))
         return out
 
     def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:

@@ -109,6 +109,7 @@ def render_report_html(source: ResultSource, analysis: Analysis, plots: dict[str
         chance: task -> score of a random option (:func:`harness.report.chance.chance_from_rows`),
             shown beside each task's mean; tasks without one show a dash.
     """
+    from harness.report.noise import noise_rows, noise_status
     from harness.report.plots import shared_phrasings
 
     return (
@@ -125,6 +126,8 @@ def render_report_html(source: ResultSource, analysis: Analysis, plots: dict[str
             any_seen=any(s.applicable for s in analysis.seen_unseen),
             chance=dict(chance or {}),
             shared_phrasings=len(shared_phrasings(analysis.by_task)),
+            noise=noise_rows(source.manifest, analysis),
+            noise_status=noise_status(source.manifest),
         )
     )
 

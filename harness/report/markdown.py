@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from harness.report.format import fmt, fmt_ci, fmt_p, md_text
 from harness.report.methods import method_lines
+from harness.report.noise import noise_lines
 from harness.report.sources import ResultSource
 from harness.stats.analysis import Analysis
 
@@ -107,6 +108,7 @@ def render_markdown(source: ResultSource, analysis: Analysis) -> str:
             f"| {_md(t.task)} | {_md(t.best)} | {_md(t.worst)} | {fmt(t.observed_mean)} | {fmt(t.unobserved_mean)} | "
             f"{fmt(t.seen_mean)} | {fmt(t.unseen_mean)} | {_md(t.ci_method)} |"
         )
+    lines += noise_lines(source.manifest, a)
     for kind, groups in (("family", a.families), ("category", a.categories)):
         if not groups:
             continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 from collections.abc import Sequence
@@ -11,6 +12,7 @@ from typing import Any, NamedTuple
 
 from harness.data.cache import atomic_write_bytes
 from harness.report.format import csv_cell, jsonable
+from harness.report.noise import NoiseRow, noise_rows, noise_status
 from harness.report.sources import ResultSource, load_run
 from harness.stats.analysis import Analysis, analyse
 from harness.stats.bootstrap import DEFAULT_BOOT
@@ -40,6 +42,19 @@ def per_task_rows(analysis: Analysis) -> tuple[list[str], list[tuple[Any, ...]]]
     return header, rows
 
 
+NOISE_COLUMNS = ("noise_cells", "noise_flips", "noise_flip_share", "noise_floor", "noise_verdict")
+
+
+def with_noise_columns(
+    header: list[str], rows: list[tuple[Any, ...]], noise: Sequence[NoiseRow]
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """per_task.csv's noise-floor columns (harness/report/noise.py), empty for tasks the run's
+    noise check did not cover (or every task, without a check)."""
+    by_task = {r.task: (r.noise.cells, r.noise.flips, r.noise.flip_share, r.floor, r.verdict) for r in noise}
+    blank = (None,) * len(NOISE_COLUMNS)
+    return [*header, *NOISE_COLUMNS], [(*row, *by_task.get(row[0], blank)) for row in rows]
+
+
 def summary_dict(source: ResultSource, analysis: Analysis) -> dict[str, Any]:
     """summary.json: every statistic, JSON-safe (NaN as null)."""
     m = source.manifest
@@ -60,6 +75,13 @@ def summary_dict(source: ResultSource, analysis: Analysis) -> dict[str, Any]:
             "seen_unseen": [s._asdict() for s in analysis.seen_unseen],
             "variance": [v._asdict() for v in analysis.variance],
             "phrasings": [p._asdict() for p in analysis.phrasings],
+            "noise_floor": {
+                "status": noise_status(m),
+                "tasks": [
+                    {**dataclasses.asdict(r), "noise": r.noise.model_dump(), "floor": r.floor, "verdict": r.verdict}
+                    for r in noise_rows(m, analysis)
+                ],
+            },
         }
     )
 
@@ -81,8 +103,6 @@ def write_source_report(
     Returns:
         The written files by name.
     """
-    import dataclasses
-
     from harness.report.budgeted import apply_budget_estimates, budget_section
     from harness.report.markdown import render_markdown
 
@@ -105,6 +125,7 @@ def write_source_report(
     phrasing_fields = analysis.phrasings[0]._fields if analysis.phrasings else ("task", "instruction_id")
     atomic_write_bytes(paths["per_instruction.csv"], csv_bytes([tuple(p) for p in analysis.phrasings], phrasing_fields))
     header, rows = per_task_rows(analysis)
+    header, rows = with_noise_columns(header, rows, noise_rows(source.manifest, analysis))
     atomic_write_bytes(paths["per_task.csv"], csv_bytes(rows, header))
     groups = [*analysis.families, *analysis.categories]
     atomic_write_bytes(paths["per_group.csv"], csv_bytes([tuple(g) for g in groups], groups[0]._fields if groups else ("kind", "name")))
