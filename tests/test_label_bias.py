@@ -45,6 +45,8 @@ def test_a_model_that_always_answers_the_first_option(cache: Path, tmp_path: Pat
     [per_task] = _rows(result.run_dir / "per_task.csv")
     assert float(per_task["constant_answer"]) == pytest.approx(best_share)
     assert float(per_task["constant_answer"]) >= first_share
+    best_positions = sorted(pos for pos in set(right.values()) if sum(1 for k in right.values() if k == pos) / docs == best_share)
+    assert per_task["constant_answer_is"] == f"option {best_positions[0] + 1}"
     assert float(per_task["chance"]) > 0
     assert per_task["degenerate_phrasings"] == "3" and per_task["informative_phrasings"] == "0"
     assert per_task["informative_mean"] == "" and per_task["informative_std"] == ""
@@ -58,6 +60,8 @@ def test_a_model_that_always_answers_the_first_option(cache: Path, tmp_path: Pat
     assert "## Label bias: all phrasings and informative ones" in md
     assert "no informative phrasing: all 3 give one answer on ≥ 90% of their documents" in md
     assert md.count("**degenerate**") == 3
+    best_worst = next(line for line in md.splitlines() if line.startswith(f"| {task} | ") and "two-way" in line)
+    assert best_worst.count(" (degenerate) | ") == 2  # the best and the worst phrasing are both marked
     assert "| chance | constant answer |" in md
     assert f"{best_share:.3f}" in md
     html = (result.run_dir / "report.html").read_text()
@@ -83,6 +87,7 @@ def test_answer_spread_and_constant_answer() -> None:
     assert spread.degenerate and spread.top_answer == "option 1" and spread.top_answer_share == 0.9
     assert spread.answer_entropy == pytest.approx(-(0.9 * math.log2(0.9) + 0.1 * math.log2(0.1)))
     assert not answer_spread([0] * 8 + [1, 2]).degenerate
+    assert answer_spread([0, 1, 1, 0]).answer_entropy == pytest.approx(1.0)
     empty = answer_spread([None, None])
     assert empty.answered == 0 and math.isnan(empty.top_answer_share) and not empty.degenerate
     fixed = constant_answer([[0, 1, 0, 0], [0, 1, 0, 0], [1, 0, 0, 0]])
