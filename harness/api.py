@@ -268,8 +268,8 @@ def run(
         raise InvalidRequest(f"tasks={tasks!r} names no task; give task ids, globs or families, or None for the default")
     _check_writable(Path(reports_dir))
     from harness.backends.models import load_model, parse_model_spec
-    from harness.plan import build_plan, describe_seen, held_out_tasks_for, seen_collections_for, select_tasks
-    from harness.runner import execute_budget, start_run
+    from harness.plan import build_plan, describe_seen, held_out_tasks_for, seen_collections_for, seen_source_for, select_tasks
+    from harness.runner import describe_placement, execute_budget, start_run
 
     registry = load_run_registry(observed, say=say)
     try:
@@ -313,6 +313,11 @@ def run(
                 from harness.tune.record import describe_seen_source
 
                 extra_info["seen_from"] = describe_seen_source(*tuned)
+            seen_source = (
+                {"kind": "tune.json", "path": extra_info["seen_from"]["path"], "sha256": extra_info["seen_from"]["sha256"]}
+                if tuned is not None
+                else seen_source_for(spec.label, override)
+            )
             # Load the model (or, with several processes, check that it can be loaded) before
             # creating the run folder: a bad spec leaves nothing behind.
             model = None
@@ -342,12 +347,15 @@ def run(
                 budget_cells=budget_cells,
                 budget_rounds=budget_rounds,
                 noise_check=noise_check,
+                seen_source=seen_source,
             )
         except KeyError as exc:
             raise InvalidRequest(str(exc.args[0])) from None
         if say:
             n_docs = sum(len(r.doc_ids) for r in manifest.tasks.values())
             say(f"run {run_dir}: {spec.label}, {len(chosen)} task(s), {len(items)} phrasing x task pairs, {n_docs} documents")
+            for line in describe_placement(manifest):
+                say(line)
         if prepare_only:
             from harness.results import write_manifest
 

@@ -91,6 +91,26 @@ def seen_collections_for(model_name: str, override: list[str] | None = None, fam
     return list(_family(model_name, families_file).get("collections", []))
 
 
+def seen_source_for(model_name: str, override: list[str] | None = None, families_file: Path = FAMILIES_FILE) -> dict[str, Any]:
+    """Where a run's seen flags come from, as run.json records it (``seen_source``): the user's
+    ``--seen`` (``declared``), the family map (``family-map``, with the family's reference line),
+    or nothing (``none``). A tune.json source is recorded by the caller that reads it."""
+    where = "harness/model_families.yaml"
+    if override is not None:
+        return {"kind": "declared", "option": f"--seen {','.join(override)}", "collections": list(override)}
+    family = _family(model_name, families_file)
+    if family:
+        return {
+            "kind": "family-map",
+            "file": where,
+            "family": family.get("family"),
+            "reference": family.get("reference"),
+            "collections": list(family.get("collections", [])),
+            "held_out_tasks": list(family.get("held_out_tasks", [])),
+        }
+    return {"kind": "none", "file": where}
+
+
 def held_out_tasks_for(model_name: str, override: list[str] | None = None, families_file: Path = FAMILIES_FILE) -> list[str]:
     """Task globs the model's family held out of tuning (e.g. T0 and NLI): phrasings of those
     tasks are unseen even where a collection the model saw carries them. An explicit

@@ -134,6 +134,15 @@ class NoiseCheck(BaseModel):
     reference_dtype: str = "float32"
     tasks: dict[str, TaskNoise] = Field(default_factory=dict)
 
+class PlacementEffect(BaseModel):
+    """What ``--placement`` did to one task's phrasings: how many had a system part (on any of
+    the run's documents) and how many rendered exactly as under ``--placement user`` (on all)."""
+
+    model_config = ConfigDict(extra="forbid")
+    phrasings: int
+    with_system_part: int
+    unchanged_from_user: int
+
 
 class RunManifest(BaseModel):
     """Everything needed to know what a run measured and to redo it."""
@@ -163,6 +172,12 @@ class RunManifest(BaseModel):
     seen_collections: list[str] = Field(default_factory=list)
     #: Task globs the model's family held out of tuning: their phrasings count as unseen.
     held_out_tasks: list[str] = Field(default_factory=list)
+    #: Where the seen flags came from: ``kind`` family-map (with family and reference), declared
+    #: (the user's --seen), tune.json (path, sha256) or none; None in run folders written before it was recorded.
+    seen_source: dict[str, Any] | None = None
+    #: Per task, what the placement did (:func:`harness.runner.placement_effects`); None in
+    #: run folders written before it was recorded.
+    placement_effect: dict[str, PlacementEffect] | None = None
     registry_sha256: str
     #: Where tasks/ and instructions/ were read from, and why that folder (IRH_REGISTRY, the
     #: working directory's checkout, or the installed package's).

@@ -24,6 +24,7 @@ from harness.results import (
     BudgetRecord,
     BudgetRound,
     InstructionRecord,
+    PlacementEffect,
     RunError,
     RunLock,
     RunManifest,
@@ -75,18 +76,22 @@ def start_run(
     budget_cells: int | None = None,
     budget_rounds: int = 0,
     noise_check: float = 0.0,
+    seen_source: dict[str, Any] | None = None,
 ) -> tuple[Path, RunManifest]:
     """Choose the documents, create the run folder and write its manifest (status running).
 
     With ``budget_fraction`` or ``budget_cells``, also choose which (phrasing, document) cells
     of each task are scored (:mod:`harness.budget`); a budget that cannot be met is refused
     before the folder is made. With ``budget_rounds``, only the balanced start is chosen now
-    and that many adaptive rounds follow (:func:`execute_budget`).
+    and that many adaptive rounds follow (:func:`execute_budget`). With ``placement`` system,
+    what it does to each task's phrasings is recorded (:func:`placement_effects`).
     """
     tasks: dict[str, TaskRecord] = {}
+    docs_by_task: dict[str, list[dict[str, Any]]] = {}
     for task in {item.task.id: item.task for item in items}.values():
         docs = load_documents(task.data_name, task.split)
         chosen = select_documents(docs, limit, seed, task.id)
+        docs_by_task[task.id] = chosen
         status = dataset_status(task.data_name, task.split)
         tasks[task.id] = TaskRecord(
             spec_sha256=task_spec_sha256(task),
@@ -120,6 +125,8 @@ def start_run(
         chunk_size=chunk_size,
         seen_collections=seen_collections,
         held_out_tasks=list(held_out_tasks or []),
+        seen_source=seen_source,
+        placement_effect=placement_effects(items, docs_by_task, placement) if placement == "system" else None,
         observed_sources=list(observed_sources or []),
         registry_sha256=registry.digest(),
         registry_path=str(registry.root),
@@ -142,6 +149,51 @@ def start_run(
     )
     write_manifest(run_dir, manifest)
     return run_dir, manifest
+
+
+def placement_effects(items: list[RunItem], docs_by_task: dict[str, list[dict[str, Any]]], placement: str) -> dict[str, PlacementEffect]:
+    """Per task: its phrasings, how many have a system part under ``placement`` on any of the
+    run's documents, and how many render on every document exactly as under placement ``user``
+    (same system and user text, so the same prompt whatever the chat template)."""
+    out: dict[str, PlacementEffect] = {}
+    for item in items:
+        docs = [d for d in docs_by_task.get(item.task.id, []) if item.entry.instruction.applies_to(d)]
+        split = unchanged = False
+        if placement == "user":
+            unchanged = True
+        else:
+            placed = [render_prompt(item.entry.instruction, item.task, d, placement) for d in docs]
+            split = any(p.system for p in placed)
+            unchanged = not split and all(
+                p == render_prompt(item.entry.instruction, item.task, d, "user") for p, d in zip(placed, docs, strict=True)
+            )
+        was = out.get(item.task.id, PlacementEffect(phrasings=0, with_system_part=0, unchanged_from_user=0))
+        out[item.task.id] = PlacementEffect(
+            phrasings=was.phrasings + 1,
+            with_system_part=was.with_system_part + int(split),
+            unchanged_from_user=was.unchanged_from_user + int(unchanged),
+        )
+    return dict(sorted(out.items()))
+
+
+def describe_placement(manifest: RunManifest) -> list[str]:
+    """Lines saying what the placement did per task (empty where run.json records nothing)."""
+    effects = manifest.placement_effect
+    if not effects:
+        return []
+    lines = []
+    for task, e in effects.items():
+        if e.with_system_part == 0:
+            lines.append(
+                f"placement {manifest.placement}: {task}: none of its {e.phrasings} phrasing(s) has a system part "
+                f"(each opens with the document); its prompts are those of --placement user"
+            )
+        else:
+            lines.append(
+                f"placement {manifest.placement}: {task}: {e.with_system_part} of {e.phrasings} phrasing(s) have a system part, "
+                f"{e.unchanged_from_user} unchanged from --placement user"
+            )
+    return lines
 
 
 def _grids(items: list[RunItem], tasks: dict[str, TaskRecord]) -> dict[str, TaskGrid]:

@@ -81,7 +81,7 @@ def test_breakable_escapes_first_then_marks_where_ids_may_wrap() -> None:
 
 def test_report_shows_chance_beside_the_mean(long_html: Path) -> None:
     html = long_html.read_text()
-    assert header_cells(html, "per-task")[:5] == ["task", "phrasings", "docs", "mean", "chance"]
+    assert header_cells(html, "per-task")[:7] == ["task", "phrasings", "degenerate", "docs", "mean", "chance", "constant"]
     per_task = html[html.index('<table id="per-task">') :]
     per_task = per_task[: per_task.index("</table>")]
     rows = {re.sub(r"<wbr>", "", m[0]): m[1] for m in re.findall(r'<tr><td class="id">(.*?)</td>(.*?)</tr>', per_task)}

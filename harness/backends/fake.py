@@ -28,10 +28,15 @@ def _unit(text: str) -> float:
 class FakeLM(LM):
     """Deterministic fake language model for tests and dry runs."""
 
-    def __init__(self, seed: str = "0", dtype: str = "float32", **unused: Any) -> None:
+    def __init__(self, seed: str = "0", dtype: str = "float32", answer: str = "", **unused: Any) -> None:
         super().__init__()
         self.seed = str(seed)
         self.dtype = str(dtype)
+        # answer=first: every multiple-choice question is answered with its first option (a
+        # model with a label bias, for tests of the report's degenerate-phrasing flags).
+        if answer not in ("", "first"):
+            raise ValueError(f"irh-fake: answer={answer!r} is not known; use answer=first or leave it out")
+        self.answer = answer
         # For crash tests: IRH_FAKE_FAIL_AFTER=N makes the model fail after N requests
         # (N:interrupt raises KeyboardInterrupt, as Ctrl-C would). It is read from the
         # environment, not the model args, so that a resumed run does not crash again.
@@ -53,6 +58,10 @@ class FakeLM(LM):
         for req in requests:
             self._tick()
             context, continuation = req.args
+            if self.answer == "first":
+                # lm-eval numbers a document's options by `idx`: the first option ranks first.
+                out.append((-1.0 if req.idx == 0 else -6.0 - _unit(f"{self.seed}|{context}|{continuation}"), False))
+                continue
             value = -1.0 - 5.0 * _unit(f"{self.seed}|{context}|{continuation}")
             if self.dtype not in ("float32", "fp32"):
                 value += 1.6 * (_unit(f"{self.dtype}|{context}|{continuation}") - 0.5)

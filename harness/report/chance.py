@@ -15,6 +15,7 @@ import math
 from collections.abc import Iterable, Sequence
 
 from harness.results import SampleRow
+from harness.stats.label_bias import FixedAnswer, constant_answer
 
 
 def document_chance(option_scores: Sequence[float]) -> float | None:
@@ -35,6 +36,16 @@ def chance_from_rows(rows: Iterable[SampleRow]) -> dict[str, float]:
         if value is not None:
             per_doc.setdefault(row.task, {})[row.doc_id] = value
     return {task: sum(docs.values()) / len(docs) for task, docs in sorted(per_doc.items())}
+
+
+def fixed_answers_from_rows(rows: Iterable[SampleRow]) -> dict[str, FixedAnswer]:
+    """Per task, the constant-answer baseline (:func:`harness.stats.label_bias.constant_answer`):
+    the best score of always giving the same option, on the task's documents (each once)."""
+    per_doc: dict[str, dict[str, list[float]]] = {}
+    for row in rows:
+        if row.option_scores:
+            per_doc.setdefault(row.task, {})[row.doc_id] = list(row.option_scores)
+    return {task: constant_answer(docs.values()) for task, docs in sorted(per_doc.items())}
 
 
 def answer_strata_from_rows(rows: Iterable[SampleRow]) -> dict[str, dict[str, int]]:

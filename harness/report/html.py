@@ -18,9 +18,11 @@ import markupsafe
 
 from harness.report.format import fmt, fmt_ci, fmt_p
 from harness.report.methods import method_lines
+from harness.report.run_facts import placement_lines, seen_source_text
 from harness.report.sources import ResultSource
 from harness.stats.analysis import Analysis
 from harness.stats.data import PhrasingResults
+from harness.stats.label_bias import DEGENERATE_SHARE
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -76,10 +78,10 @@ def header_items(source: ResultSource) -> list[tuple[str, str]]:
         ("run", f"{m.run_id} (status {m.status}, {source.samples} scored samples)"),
         ("model", f"{model.get('backend')} {model.get('name')}, dtype {model.get('dtype') or model.get('args', {}).get('dtype', '?')}"),
         ("placement", f"{m.placement}; chat template applied: {m.chat_template_applied}"),
+        *[("placement did", line) for line in placement_lines(m)],
         ("documents", f"{m.limit or 'all'} per task, seed {m.seed}"),
         ("harness", f"{m.harness_version}, commit {commit}"),
-        ("seen collections", ", ".join(m.seen_collections) or "none"),
-        ("tasks held out of the model's tuning", ", ".join(m.held_out_tasks) or "none"),
+        ("seen", seen_source_text(source)),
     ]
 
 
@@ -124,7 +126,11 @@ def render_report_html(source: ResultSource, analysis: Analysis, plots: dict[str
             best_worst=best_and_worst(analysis),
             methods=method_lines(analysis),
             any_seen=any(s.applicable for s in analysis.seen_unseen),
+            seen_source=seen_source_text(source),
             chance=dict(chance or {}),
+            bias={b.task: b for b in analysis.label_bias},
+            degenerate_tasks=[b.task for b in analysis.label_bias if b.degenerate_phrasings],
+            degenerate_pct=round(100 * DEGENERATE_SHARE),
             shared_phrasings=len(shared_phrasings(analysis.by_task)),
             noise=noise_rows(source.manifest, analysis),
             noise_status=noise_status(source.manifest),

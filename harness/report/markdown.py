@@ -5,8 +5,10 @@ from __future__ import annotations
 from harness.report.format import fmt, fmt_ci, fmt_p, md_text
 from harness.report.methods import method_lines
 from harness.report.noise import noise_lines
+from harness.report.run_facts import placement_lines, seen_source_text
 from harness.report.sources import ResultSource
 from harness.stats.analysis import Analysis
+from harness.stats.label_bias import DEGENERATE_SHARE
 
 
 def _md(value: object) -> str:
@@ -26,15 +28,11 @@ def header_lines(source: ResultSource) -> list[str]:
         f"- model: {_md(model.get('backend'))} {_md(model.get('name'))}, "
         f"dtype {_md(model.get('dtype') or model.get('args', {}).get('dtype', '?'))}",
         f"- phrasing placement: {m.placement}; chat template applied: {m.chat_template_applied}",
+        *[f"  - {_md(line)}" for line in placement_lines(m)],
         f"- seed {m.seed}, documents per task: {m.limit or 'all'}; "
         f"harness {m.harness_version}, commit {(m.git_commit or '?')[:10]}{' (dirty)' if m.git_dirty else ''}",
-        *(
-            _seen_from_lines(model.get("seen_from"))
-            or [
-                f"- seen collections for this model: {_md(', '.join(m.seen_collections) or 'none')}"
-                + (f" (tasks held out of its tuning, counted unseen: {_md(', '.join(m.held_out_tasks))})" if m.held_out_tasks else "")
-            ]
-        ),
+        f"- seen: {_md(seen_source_text(source))}",
+        *_seen_from_lines(model.get("seen_from")),
         *[f"- {_md(d)}" for d in source.details],
     ]
 
@@ -62,15 +60,49 @@ def control_lines(a: Analysis) -> list[str]:
         "No instruction, the instruction negated, random words, another task's instruction (harness/controls.py). "
         "They are in no statistic above; here each is set beside the range of the task's valid phrasings.",
         "",
-        "| task | control | n | score | " + f"{round(100 * a.level)}% CI" + " | valid min | valid max | where |",
-        "|---|---|---:|---:|---|---:|---:|---|",
+        "| task | control | n | score | " + f"{round(100 * a.level)}% CI" + " | valid min | valid max | where | degenerate |",
+        "|---|---|---:|---:|---|---:|---:|---|---|",
     ]
     for p in a.controls:
         low, high = ranges.get(p.task, (float("nan"), float("nan")))
         where = "below" if p.score < low else "above" if p.score > high else "inside" if low <= p.score <= high else "–"
         lines.append(
             f"| {_md(p.task)} | {_md(p.instruction_id)} | {p.n} | {fmt(p.score)} | {fmt_ci(p.ci_low, p.ci_high)} | "
-            f"{fmt(low)} | {fmt(high)} | {where} |"
+            f"{fmt(low)} | {fmt(high)} | {where} | {'**degenerate**' if p.degenerate else 'no'} |"
+        )
+    return lines
+
+
+def degenerate_mark(a: Analysis, task: str, instruction_id: str) -> str:
+    """' (degenerate)' after a phrasing id that gives one answer on >= 90% of its documents."""
+    return " (degenerate)" if instruction_id and instruction_id in a.degenerate_ids(task) else ""
+
+
+def label_bias_lines(a: Analysis) -> list[str]:
+    """The across-phrasing statistics twice where a task has degenerate phrasings: over all
+    phrasings, and over the informative ones only."""
+    bias = {b.task: b for b in a.label_bias}
+    flagged = [(t, bias[t.task]) for t in a.tasks if t.task in bias and bias[t.task].degenerate_phrasings]
+    if not flagged:
+        return []
+    lines = [
+        "",
+        "## Label bias: all phrasings and informative ones",
+        "",
+        f"Degenerate: a phrasing that gives one answer on ≥ {DEGENERATE_SHARE:.0%} of its documents; its score is mostly the "
+        "share of documents whose right answer is its favourite. Constant answer: the best score of always giving the same "
+        "option (which one in brackets). Informative: the phrasings that are not degenerate.",
+        "",
+        "| task | phrasings | degenerate | chance | constant answer | all: mean | all: std | all: min | all: max "
+        "| informative | inf.: mean | inf.: std | inf.: min | inf.: max | inf.: range | note |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for t, b in flagged:
+        lines.append(
+            f"| {_md(t.task)} | {t.phrasings} | {b.degenerate_phrasings} | {fmt(b.chance)} | {fmt(b.constant_answer)} "
+            f"({_md(b.constant_answer_is or '–')}) | {fmt(t.mean)} | {fmt(t.std)} | {fmt(t.min)} | {fmt(t.max)} | "
+            f"{b.informative_phrasings} | {fmt(b.informative_mean)} | {fmt(b.informative_std)} | {fmt(b.informative_min)} | "
+            f"{fmt(b.informative_max)} | {fmt(b.informative_range)} | {_md(b.note)} |"
         )
     return lines
 
@@ -88,13 +120,17 @@ def render_markdown(source: ResultSource, analysis: Analysis) -> str:
         "",
         f"Mean and std with {pct}% CIs (std ddof=1). Consistency on the documents every phrasing scored.",
         "",
-        "| task | phrasings | docs | mean | mean CI | std | std CI | min | max | range | IQR | p5 | p95 | MaxP | AvgP | CPS "
-        "| all right | none right |",
-        "|---|---:|---:|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| task | phrasings | degenerate | docs | mean | mean CI | chance | constant answer | std | std CI | min | max | range | IQR "
+        "| p5 | p95 | MaxP | AvgP | CPS | all right | none right |",
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    bias = {b.task: b for b in a.label_bias}
     for t in a.tasks:
+        b = bias.get(t.task)
         lines.append(
-            f"| {_md(t.task)} | {t.phrasings} | {t.documents} | {fmt(t.mean)} | {fmt_ci(t.mean_ci_low, t.mean_ci_high)} | {fmt(t.std)} | "
+            f"| {_md(t.task)} | {t.phrasings} | {b.degenerate_phrasings if b else '–'} | {t.documents} | {fmt(t.mean)} | "
+            f"{fmt_ci(t.mean_ci_low, t.mean_ci_high)} | {fmt(b.chance if b else None)} | {fmt(b.constant_answer if b else None)} | "
+            f"{fmt(t.std)} | "
             f"{fmt_ci(t.std_ci_low, t.std_ci_high)} | {fmt(t.min)} | {fmt(t.max)} | {fmt(t.range)} | {fmt(t.iqr)} | {fmt(t.p05)} | "
             f"{fmt(t.p95)} | {fmt(t.max_p)} | {fmt(t.avg_p)} | {fmt(t.cps)} | {fmt(t.all_right)} | {fmt(t.none_right)} |"
         )
@@ -105,10 +141,11 @@ def render_markdown(source: ResultSource, analysis: Analysis) -> str:
     ]
     for t in a.tasks:
         lines.append(
-            f"| {_md(t.task)} | {_md(t.best)} | {_md(t.worst)} | {fmt(t.observed_mean)} | {fmt(t.unobserved_mean)} | "
-            f"{fmt(t.seen_mean)} | {fmt(t.unseen_mean)} | {_md(t.ci_method)} |"
+            f"| {_md(t.task)} | {_md(t.best)}{degenerate_mark(a, t.task, t.best)} | {_md(t.worst)}{degenerate_mark(a, t.task, t.worst)} | "
+            f"{fmt(t.observed_mean)} | {fmt(t.unobserved_mean)} | {fmt(t.seen_mean)} | {fmt(t.unseen_mean)} | {_md(t.ci_method)} |"
         )
     lines += noise_lines(source.manifest, a)
+    lines += label_bias_lines(a)
     for kind, groups in (("family", a.families), ("category", a.categories)):
         if not groups:
             continue
@@ -130,6 +167,8 @@ def render_markdown(source: ResultSource, analysis: Analysis) -> str:
     lines += [
         "",
         "## Seen vs unseen phrasings",
+        "",
+        f"Seen flags: {_md(seen_source_text(source))}.",
         "",
         "p-values two-sided; *Holm* = Holm-adjusted across the tasks of this report, per test.",
         "",
@@ -172,13 +211,16 @@ def render_markdown(source: ResultSource, analysis: Analysis) -> str:
         "",
         "## Per phrasing",
         "",
-        "| task | phrasing | status | seen | n | score | " + f"{pct}% CI" + " | accuracy |",
-        "|---|---|---|---|---:|---:|---|---:|",
+        "| task | phrasing | status | seen | n | score | "
+        + f"{pct}% CI"
+        + " | accuracy | top answer | top share | entropy (bits) | degenerate |",
+        "|---|---|---|---|---:|---:|---|---:|---|---:|---:|---|",
     ]
     for p in a.phrasings:
         lines.append(
             f"| {_md(p.task)} | {_md(p.instruction_id)} | {_md(p.status)} | {'yes' if p.seen else 'no'} | {p.n} | {fmt(p.score)} | "
-            f"{fmt_ci(p.ci_low, p.ci_high)} | {fmt(p.accuracy)} |"
+            f"{fmt_ci(p.ci_low, p.ci_high)} | {fmt(p.accuracy)} | {_md(p.top_answer)} | {fmt(p.top_answer_share)} | "
+            f"{fmt(p.answer_entropy, 2)} | {'**degenerate**' if p.degenerate else 'no'} |"
         )
     lines += control_lines(a)
     lines += ["", "## Methods", "", *[f"- {m}" for m in method_lines(a)]]

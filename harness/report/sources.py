@@ -9,9 +9,10 @@ import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.report.chance import answer_strata_from_rows, chance_from_rows
+from harness.report.chance import answer_strata_from_rows, chance_from_rows, fixed_answers_from_rows
 from harness.results import RunError, RunManifest, SampleRow, iter_samples, read_manifest
 from harness.stats.data import PhrasingResults, TaskInfo, default_task_info, phrasings_from_rows
+from harness.stats.label_bias import FixedAnswer
 
 #: Longest setting value used in a model label.
 LABEL_VALUE_MAX = 24
@@ -43,6 +44,8 @@ class ResultSource:
     task_info: dict[str, TaskInfo] = field(default_factory=dict)
     #: Per task, the expected score of an option picked at random (multiple-choice runs only).
     chance: dict[str, float] = field(default_factory=dict)
+    #: Per task, the best score of always giving the same option (multiple-choice runs only).
+    fixed_answers: dict[str, FixedAnswer] = field(default_factory=dict)
     #: Per task, each document's right option index (multiple-choice runs only): the strata a
     #: budgeted estimate is fitted in (:func:`harness.report.chance.answer_strata_from_rows`).
     answer_strata: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -94,6 +97,7 @@ def load_run(run_dir: Path, force: bool = False) -> ResultSource:
         settings=args,
         task_info=recorded,
         chance=chance_from_rows(rows),
+        fixed_answers=fixed_answers_from_rows(rows),
         answer_strata=answer_strata_from_rows(rows),
     )
 

@@ -16,6 +16,7 @@ from harness.report.noise import NoiseRow, noise_rows, noise_status
 from harness.report.sources import ResultSource, load_run
 from harness.stats.analysis import Analysis, analyse
 from harness.stats.bootstrap import DEFAULT_BOOT
+from harness.stats.label_bias import LabelBias
 
 REPORT_FILES = ("report.md", "report.html", "per_instruction.csv", "per_task.csv", "per_group.csv", "summary.json")
 
@@ -31,14 +32,20 @@ def csv_bytes(rows: Sequence[tuple[Any, ...]], header: Sequence[str]) -> bytes:
 
 
 def per_task_rows(analysis: Analysis) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """per_task.csv: the across-phrasing statistics, then seen/unseen (``su_``) and variance (``var_``) columns."""
+    """per_task.csv: the across-phrasing statistics, the label-bias columns (chance, constant-answer
+    baseline, statistics over informative phrasings), then seen/unseen (``su_``) and variance (``var_``) columns."""
     su_fields = [f for f in analysis.seen_unseen[0]._fields if f != "task"] if analysis.seen_unseen else []
     var_fields = [f for f in analysis.variance[0]._fields if f != "task"] if analysis.variance else []
+    lb_fields = [f for f in LabelBias._fields if f != "task"]
+    lb_fields = [f if f != "note" else "label_bias_note" for f in lb_fields]
     header = [*analysis.tasks[0]._fields] if analysis.tasks else ["task"]
-    header += [f"su_{f}" for f in su_fields] + [f"var_{f}" for f in var_fields]
+    header += lb_fields + [f"su_{f}" for f in su_fields] + [f"var_{f}" for f in var_fields]
+    bias = {b.task: b for b in analysis.label_bias}
     rows = []
     for t, s, v in zip(analysis.tasks, analysis.seen_unseen, analysis.variance, strict=True):
-        rows.append((*t, *(getattr(s, f) for f in su_fields), *(getattr(v, f) for f in var_fields)))
+        b = bias.get(t.task)
+        lb = tuple(b)[1:] if b is not None else (None,) * len(lb_fields)
+        rows.append((*t, *lb, *(getattr(s, f) for f in su_fields), *(getattr(v, f) for f in var_fields)))
     return header, rows
 
 
@@ -74,6 +81,7 @@ def summary_dict(source: ResultSource, analysis: Analysis) -> dict[str, Any]:
             "categories": [g._asdict() for g in analysis.categories],
             "seen_unseen": [s._asdict() for s in analysis.seen_unseen],
             "variance": [v._asdict() for v in analysis.variance],
+            "label_bias": [b._asdict() for b in analysis.label_bias],
             "phrasings": [p._asdict() for p in analysis.phrasings],
             "noise_floor": {
                 "status": noise_status(m),
@@ -110,7 +118,9 @@ def write_source_report(
     budgeted = budget_section(source, seed=seed, estimator=budget_estimator)
     if budgeted is not None:
         source = dataclasses.replace(source, details=[*source.details, budgeted.header])
-    analysis = analyse(source.phrasings, source.tasks, source.info_of, n_boot=n_boot, seed=seed)
+    analysis = analyse(
+        source.phrasings, source.tasks, source.info_of, n_boot=n_boot, seed=seed, chance=source.chance, fixed_answers=source.fixed_answers
+    )
     if budgeted is not None:
         # The usual tables show the model's estimates of the full run, marked estimated.
         analysis = apply_budget_estimates(analysis, budgeted)

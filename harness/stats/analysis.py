@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -10,6 +10,7 @@ import numpy as np
 from harness.stats.across import GroupSummary, TaskSummary, summarise_groups, summarise_task
 from harness.stats.bootstrap import DEFAULT_BOOT
 from harness.stats.data import PhrasingResults, TaskInfo, TaskMatrix, build_matrix, default_task_info, group_by_task
+from harness.stats.label_bias import FixedAnswer, LabelBias, label_bias_by_task
 from harness.stats.per_phrasing import PhrasingScore, score_phrasings
 from harness.stats.seen_unseen import SeenUnseen, compare_seen_unseen, correct_across_tasks
 from harness.stats.variance import VarianceDecomposition, decompose_task
@@ -29,10 +30,16 @@ class Analysis:
     matrices: dict[str, TaskMatrix]
     #: Control phrasings' own scores: outside every other statistic.
     controls: list[PhrasingScore] = field(default_factory=list)
+    #: Per task, parallel to ``tasks``: chance, constant-answer baseline, informative phrasings' statistics.
+    label_bias: list[LabelBias] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     n_boot: int = DEFAULT_BOOT
     seed: int = 0
     level: float = 0.95
+
+    def degenerate_ids(self, task: str) -> set[str]:
+        """The phrasings of ``task`` flagged degenerate (:mod:`harness.stats.label_bias`)."""
+        return {p.instruction_id for p in [*self.phrasings, *self.controls] if p.task == task and p.degenerate}
 
 
 def analyse(
@@ -43,6 +50,8 @@ def analyse(
     n_boot: int = DEFAULT_BOOT,
     seed: int = 0,
     level: float = 0.95,
+    chance: Mapping[str, float] | None = None,
+    fixed_answers: Mapping[str, FixedAnswer] | None = None,
 ) -> Analysis:
     """Compute per-phrasing, across-phrasing, seen/unseen and variance statistics.
 
@@ -53,6 +62,8 @@ def analyse(
         n_boot: bootstrap replicates (small numbers keep tests fast).
         seed: base seed for every bootstrap.
         level: confidence level of every interval.
+        chance: per task, the expected score of a random option (multiple-choice runs).
+        fixed_answers: per task, the best score of always giving one answer (the constant-answer baseline).
 
     Returns:
         The :class:`Analysis`; ``notes`` says what could not be computed and why.
@@ -101,6 +112,8 @@ def analyse(
             )
         if any(np.isnan(p.score) for p in ps):
             notes.append(f"{t}: {sum(1 for p in ps if np.isnan(p.score))} phrasing(s) without any valid score are left out")
+    label_bias = label_bias_by_task(by_task, chance, fixed_answers)
+    notes += [f"{b.task}: {b.note}" for b in label_bias if b.degenerate_phrasings]
     return Analysis(
         phrasings=score_phrasings([p for ps in by_task.values() for p in ps], **opts),  # type: ignore[arg-type]
         tasks=summaries,
@@ -111,6 +124,7 @@ def analyse(
         by_task=by_task,
         matrices=matrices,
         controls=score_phrasings(sorted(controls, key=lambda p: (p.task, p.instruction_id)), **opts),  # type: ignore[arg-type]
+        label_bias=label_bias,
         notes=notes,
         n_boot=n_boot,
         seed=seed,

@@ -41,6 +41,9 @@ class PhrasingResults:
     #: The metric's maximum when the results declare it (imports: 1, or a ``scale`` column);
     #: None: not declared, and the statistics infer 0-1 or 0-100 from the scores.
     score_scale: float | None = None
+    #: Per document (parallel to ``doc_ids``), the option ranked first; None where there is none
+    #: (generation tasks, unparsed answers) or the results do not record it (imports).
+    predictions: tuple[int | None, ...] = ()
 
     @property
     def per_document(self) -> bool:
@@ -121,6 +124,7 @@ def phrasings_from_rows(rows: Iterable[SampleRow]) -> list[PhrasingResults]:
                 correct=np.array([float(r.correct) for r in members], dtype=float),
                 prompt=first.prompt,
                 sha256=first.instruction_sha256,
+                predictions=tuple(r.prediction for r in members),
             )
         )
     return out

@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 from harness.stats.bootstrap import DEFAULT_BOOT, bootstrap_mean_ci, make_rng
 from harness.stats.data import PhrasingResults
+from harness.stats.label_bias import phrasing_spread
 
 
 class PhrasingScore(NamedTuple):
@@ -22,6 +23,12 @@ class PhrasingScore(NamedTuple):
     ci_low: float
     ci_high: float
     per_document: bool
+    #: Label bias (:mod:`harness.stats.label_bias`): the most frequent answer, its share of the
+    #: documents, the answers' entropy in bits, and whether one answer covers >= 90% of documents.
+    top_answer: str = ""
+    top_answer_share: float = math.nan
+    answer_entropy: float = math.nan
+    degenerate: bool = False
 
 
 def score_phrasings(
@@ -46,5 +53,23 @@ def score_phrasings(
             low, high = bootstrap_mean_ci(p.scores[p.valid], rng, n_boot, level)
         else:
             low, high = math.nan, math.nan
-        out.append(PhrasingScore(p.task, p.instruction_id, p.status, p.seen, p.n, p.score, p.accuracy, low, high, p.per_document))
+        spread = phrasing_spread(p)
+        out.append(
+            PhrasingScore(
+                p.task,
+                p.instruction_id,
+                p.status,
+                p.seen,
+                p.n,
+                p.score,
+                p.accuracy,
+                low,
+                high,
+                p.per_document,
+                spread.top_answer,
+                spread.top_answer_share,
+                spread.answer_entropy,
+                spread.degenerate,
+            )
+        )
     return out
