@@ -47,11 +47,15 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 def reference_spec(spec: ModelSpec) -> tuple[ModelSpec | None, str]:
     """The same model in float32, or None and why a check is not needed or not possible."""
     dtype = spec.args.get("dtype") or "auto"
+    mixed = spec.args.get("mixed_precision_dtype")
     if spec.backend not in (*HF_BACKENDS, "irh-fake"):
         return None, f"not possible: the {spec.backend} backend's precision is set by its server"
-    if dtype in ("float32", "fp32"):
+    full = ("float32", "fp32")
+    if dtype in full and (mixed is None or mixed in full):
         return None, "not needed: the run is in float32"
-    return ModelSpec(spec.backend, {**spec.args, "dtype": REFERENCE_DTYPE}, spec.label), dtype
+    args = {k: v for k, v in spec.args.items() if k != "mixed_precision_dtype"}
+    label = f"{dtype} with {mixed} autocast" if mixed else dtype
+    return ModelSpec(spec.backend, {**args, "dtype": REFERENCE_DTYPE}, spec.label), label
 
 
 def choose_cells(rows: list[SampleRow], fraction: float, seed: int, minimum: int = MIN_CELLS) -> list[SampleRow]:

@@ -115,3 +115,18 @@ def test_cells_are_drawn_per_task_seeded_with_at_least_fifty() -> None:
     assert choose_cells(rows, 0.0, seed=1) == []
     low, high = wilson(0, 10)
     assert low == 0.0 and high == pytest.approx(0.2775, abs=1e-4)
+
+
+def test_a_mixed_precision_run_is_checked_against_plain_float32() -> None:
+    from harness.backends.models import ModelSpec
+    from harness.noise import reference_spec
+
+    spec = ModelSpec("irh-fast", {"pretrained": "m", "dtype": "float32", "mixed_precision_dtype": "bfloat16"}, "m")
+    reference, label = reference_spec(spec)
+    assert reference is not None and reference.args == {"pretrained": "m", "dtype": "float32"}
+    assert label == "float32 with bfloat16 autocast"
+    assert reference_spec(ModelSpec("irh-fast", {"pretrained": "m", "dtype": "float32"}, "m")) == (
+        None,
+        "not needed: the run is in float32",
+    )
+    assert reference_spec(ModelSpec("local-completions", {"model": "m"}, "m"))[0] is None
