@@ -99,7 +99,8 @@ def test_controls_never_enter_the_statistics() -> None:
     assert [p.instruction_id for p in both.controls] == ["t.ctl-none", "t.ctl-random"]
     table = "\n".join(control_lines(both))
     rows = [line for line in table.splitlines() if line.startswith("| t | t.ctl")]
-    assert rows[0].endswith("| above |") and rows[1].endswith("| below |")
+    # columns: ... | where | degenerate |
+    assert rows[0].endswith("| above | no |") and rows[1].endswith("| below | no |")
 
 
 @pytest.mark.skipif(
