@@ -134,6 +134,7 @@ class NoiseCheck(BaseModel):
     reference_dtype: str = "float32"
     tasks: dict[str, TaskNoise] = Field(default_factory=dict)
 
+
 class PlacementEffect(BaseModel):
     """What ``--placement`` did to one task's phrasings: how many had a system part (on any of
     the run's documents) and how many rendered exactly as under ``--placement user`` (on all)."""
