@@ -22,11 +22,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from harness.run_registry import load_run_registry, registry_for_run, split_names
+
 if TYPE_CHECKING:
     import pandas
 
-    from harness.registry import Registry
-    from harness.results import RunManifest
 
 #: Receives the one-line notes a run makes as it goes (default: printed on stderr).
 Say = Callable[[str], None]
@@ -64,14 +64,6 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-def _names(value: str | Sequence[str] | None) -> list[str]:
-    """Comma lists, or sequences of them, as a flat list of names."""
-    if value is None:
-        return []
-    values = [value] if isinstance(value, str) else list(value)
-    return [v.strip() for text in values for v in text.split(",") if v.strip()]
-
-
 def _check_writable(folder: Path) -> None:
     """Refuse a reports folder that cannot be written, before any model is loaded (and
     without making it: a refused run leaves nothing behind)."""
@@ -88,37 +80,6 @@ def _check_writable(folder: Path) -> None:
             pass
     except OSError as exc:
         raise InvalidRequest(f"cannot write run folders under {folder} ({exc.strerror or exc}); choose another --reports-dir") from None
-
-
-def load_run_registry(observed: str | Sequence[str] | None = None, *, strict: bool = True, say: Say | None = _stderr) -> Registry:
-    """The registry (``tasks/`` + ``instructions/``, see ``harness.registry.find_root``), with
-    the phrasings of the observed collections named in ``observed`` (``flan,promptsource,...``)."""
-    from harness.registry import load_registry
-
-    sources = _names(observed)
-    if not sources:
-        return load_registry(strict=strict)
-    from harness.importers import load_registry_with_observed, parse_sources
-
-    registry, results = load_registry_with_observed(sources=parse_sources(sources), strict=strict)
-    for result in results:
-        c = result.counts()
-        if say:
-            say(
-                f"observed {c.importer}: {c.imported} phrasing(s) from {c.origin}, {c.skipped} skipped "
-                "(`irh import list --skipped` says why)"
-            )
-    return registry
-
-
-def registry_for_run(manifest: RunManifest, observed: str | Sequence[str] | None = None, say: Say | None = None) -> Registry:
-    """The registry as a run saw it: with the observed phrasings and controls it was started with."""
-    registry = load_run_registry(manifest.observed_sources or observed, say=say)
-    from harness.controls import is_control_id, with_controls
-
-    if any(is_control_id(inst) for _, inst in manifest.plan):
-        registry = with_controls(registry, [registry.task(t) for t in manifest.tasks], seed=manifest.seed)
-    return registry
 
 
 def _fetch_data(tasks: list[Any], say: Say | None) -> None:
@@ -264,7 +225,7 @@ def run(
         raise InvalidRequest(f"noise_check (--noise-check) is a share of the cells between 0 and 1, not {noise_check}")
     if processes < 1:
         raise InvalidRequest(f"processes must be at least 1, not {processes}")
-    if tasks is not None and not _names(tasks):
+    if tasks is not None and not split_names(tasks):
         raise InvalidRequest(f"tasks={tasks!r} names no task; give task ids, globs or families, or None for the default")
     _check_writable(Path(reports_dir))
     from harness.backends.models import load_model, parse_model_spec
@@ -273,7 +234,7 @@ def run(
 
     registry = load_run_registry(observed, say=say)
     try:
-        chosen = select_tasks(registry, _names(tasks) or list(DEFAULT_TASKS))
+        chosen = select_tasks(registry, split_names(tasks) or list(DEFAULT_TASKS))
     except KeyError as exc:
         raise InvalidRequest(str(exc.args[0])) from None
     if controls:
@@ -286,7 +247,7 @@ def run(
     for model_text in ([models] if isinstance(models, str) else list(models)) or ["default"]:
         try:
             spec = parse_model_spec(model_text, dtype=dtype, batch_size=batch_size, progress=say)
-            override = _names(seen) if seen is not None else None
+            override = split_names(seen) if seen is not None else None
             seen_cols = seen_collections_for(spec.label, override)
             held_out = held_out_tasks_for(spec.label, override)
             tuned = _tuned_split(spec, Path(seen_from) if seen_from is not None else None)
@@ -299,7 +260,7 @@ def run(
             items = build_plan(
                 registry,
                 chosen,
-                instruction_patterns=_names(instructions) or None,
+                instruction_patterns=split_names(instructions) or None,
                 max_instructions=max_instructions,
                 seen_collections=seen_cols,
                 held_out_tasks=held_out,
@@ -342,7 +303,7 @@ def run(
                 chunk_size=chunk_size,
                 seen_collections=seen_cols,
                 held_out_tasks=held_out,
-                observed_sources=_names(observed),
+                observed_sources=split_names(observed),
                 budget_fraction=budget_fraction,
                 budget_cells=budget_cells,
                 budget_rounds=budget_rounds,
@@ -517,7 +478,7 @@ def report(
         raise InvalidRequest("imports need out: the folder to write the report in")
     from harness.report.imports import ImportOptions, import_results
 
-    options = ImportOptions(model, task, instruction_id, frozenset(_names(seen_instructions)))
+    options = ImportOptions(model, task, instruction_id, frozenset(split_names(seen_instructions)))
     sources = import_results([Path(p) for p in imports], options)
     if len(sources) > 1 and model is not None:
         sources = [s for s in sources if s.model == model]

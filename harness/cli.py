@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from harness import __version__
+from harness.progress import progress_bar
 
 
 class UserError(click.ClickException):
@@ -435,21 +436,6 @@ def data_fetch(names: tuple[str, ...], hub: bool, from_path: Path | None) -> Non
 # --------------------------------------------------------------------------- run
 
 
-def _progress_bar(desc: str, unit: str = "sample", leave: bool = True) -> Any:
-    """A tqdm bar on stderr as an ``update(done, total)`` callable (with ``.close()``)."""
-    from tqdm import tqdm
-
-    bar = tqdm(total=0, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr, leave=leave)
-
-    def update(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-
-    update.close = bar.close  # type: ignore[attr-defined]
-    return update
-
-
 @main.command()
 @click.option(
     "--model",
@@ -610,7 +596,7 @@ def run(
                 processes=processes,
                 write_report=not no_report,
                 say=say,
-                progress=_progress_bar,
+                progress=progress_bar,
             )
             results = [result]
         else:
@@ -638,7 +624,7 @@ def run(
                 write_report=not no_report,
                 noise_check=noise_check,
                 say=say,
-                progress=_progress_bar,
+                progress=progress_bar,
             )
     except RegistryError as exc:
         raise UserError(f"{exc}\nRun `irh validate` after fixing these.") from None

@@ -48,7 +48,7 @@ from harness.results import (
     utc_now,
     write_manifest,
 )
-from harness.runner import _raise_interrupt, writing_run
+from harness.work import raise_interrupt, writing_run
 
 #: Where the ranks of a data-parallel run write; empty (absent) outside one.
 SHARDS = "shards"
@@ -266,7 +266,7 @@ def _execute_parallel(
     lock: RunLock,
     model_info: dict[str, Any],
 ) -> RunManifest:
-    from harness.runner import plan_workload
+    from harness.work import plan_workload
 
     owns_status = manifest.status == "running"
     procs: list[subprocess.Popen[bytes]] = []
@@ -366,17 +366,9 @@ def _score_share(run_dir: Path, rank: int, world_size: int) -> None:
     every ``world_size``-th remaining chunk from ``rank`` on into this rank's shard."""
     import torch.distributed as dist
 
-    from harness.api import registry_for_run
-    from harness.backends.models import ModelSpec
-    from harness.runner import (
-        _MODEL_IDENTITY,
-        chat_placement,
-        check_same_model,
-        items_from_manifest,
-        load_model,
-        plan_workload,
-        score_chunk,
-    )
+    from harness.backends.models import ModelSpec, load_model
+    from harness.run_registry import registry_for_run
+    from harness.work import MODEL_IDENTITY, chat_placement, check_same_model, items_from_manifest, plan_workload, score_chunk
 
     manifest = read_manifest(run_dir)
     items = items_from_manifest(registry_for_run(manifest), manifest)
@@ -388,7 +380,7 @@ def _score_share(run_dir: Path, rank: int, world_size: int) -> None:
     model = load_model(ModelSpec(manifest.model["backend"], args, manifest.model["name"]))
     check_same_model(manifest.model, model.info)
     chat, placement = chat_placement(manifest, model)
-    identity = {**{key: model.info.get(key) for key in _MODEL_IDENTITY}, "chat": chat}
+    identity = {**{key: model.info.get(key) for key in MODEL_IDENTITY}, "chat": chat}
     everyone: list[Any] = [None] * world_size
     dist.all_gather_object(everyone, identity)
     if any(other != identity for other in everyone):
@@ -484,8 +476,8 @@ def run_launched(run_dir: Path) -> str:
 
 def _close_launched(run_dir: Path, lock: RunLock, failures: list[str]) -> str:
     """Rank 0 of a launched run: merge the shards and record how the run ended."""
-    from harness.api import registry_for_run
-    from harness.runner import items_from_manifest, plan_workload
+    from harness.run_registry import registry_for_run
+    from harness.work import items_from_manifest, plan_workload
 
     manifest = _apply_model_file(run_dir, read_manifest(run_dir), {})
     if failures:
@@ -524,7 +516,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format=f"rank {args.rank} %(levelname)s %(name)s: %(message)s")
     for name in ("lm-eval", "lm_eval", "transformers", "datasets", "accelerate"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGTERM, raise_interrupt)
     try:
         die_with_launcher()
         run_rank(args.run_dir, args.rank, args.world_size, args.port)
@@ -548,7 +540,7 @@ def _launched_main(run_dir: Path) -> None:
     logging.basicConfig(level=logging.WARNING, format=f"rank {rank} %(levelname)s %(name)s: %(message)s")
     for name in ("lm-eval", "lm_eval", "transformers", "datasets", "accelerate"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGTERM, raise_interrupt)
     try:
         status = run_launched(run_dir)
     except KeyboardInterrupt:

@@ -267,7 +267,7 @@ def test_gguf_args_load_the_converted_copy_once_per_process(tiny_model: Path, tm
     from lm_eval.api.registry import get_model
 
     from harness.backends import fast as fast_module
-    from harness.backends import models
+    from harness.backends import gguf as gguf_module
 
     home = tmp_path / "home"
     (home / "gguf").mkdir(parents=True)
@@ -275,7 +275,7 @@ def test_gguf_args_load_the_converted_copy_once_per_process(tiny_model: Path, tm
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setattr(fast_module, "_CONVERTED", {})
     converted: list[Path] = []
-    monkeypatch.setattr(models, "converted_gguf_dir", lambda path, progress=None, name=None: converted.append(path) or tiny_model)
+    monkeypatch.setattr(gguf_module, "converted_gguf_dir", lambda path, progress=None, name=None: converted.append(path) or tiny_model)
     args = "pretrained=~/gguf,gguf_file=model.gguf,tokenizer=~/gguf,dtype=float32,device=cpu"
     first = get_model("irh-fast").create_from_arg_string(args, {"batch_size": 4})
     second = get_model("irh-fast").create_from_arg_string(args, {"batch_size": 4})

@@ -93,7 +93,7 @@ def test_irh_fast_with_a_gguf_file_loads_the_cached_converted_copy(
     from lm_eval.api.registry import get_model
 
     import harness.backends.fast  # noqa: F401
-    import harness.backends.models as models
+    import harness.backends.gguf as gguf_module
 
     folder = tmp_path / "gguf"
     folder.mkdir()
@@ -104,7 +104,7 @@ def test_irh_fast_with_a_gguf_file_loads_the_cached_converted_copy(
         asked.append(gguf)
         return tiny_model
 
-    monkeypatch.setattr(models, "converted_gguf_dir", converted)
+    monkeypatch.setattr(gguf_module, "converted_gguf_dir", converted)
     lm = get_model("irh-fast").create_from_arg_string(
         f"pretrained={folder},gguf_file=tiny.gguf,dtype=float32,device=cpu", {"batch_size": 2}
     )
@@ -113,7 +113,7 @@ def test_irh_fast_with_a_gguf_file_loads_the_cached_converted_copy(
 
 
 def test_converted_gguf_dir_reuses_any_copy_of_the_same_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from harness.backends.models import converted_gguf_dir
+    from harness.backends.gguf import converted_gguf_dir
     from harness.data.cache import sha256_file
 
     monkeypatch.setenv("IRH_CACHE_DIR", str(tmp_path / "cache"))

@@ -283,7 +283,7 @@ def _converted_gguf(kwargs: dict[str, Any]) -> Path | None:
 
 
 def _convert(path: Path) -> Path:
-    from harness.backends.models import converted_gguf_dir
+    from harness.backends.gguf import converted_gguf_dir
 
     return converted_gguf_dir(path)
 

@@ -7,8 +7,9 @@ from typing import Any
 
 import click
 
-from harness.nli.study import DIFFICULTY_MODES, STRATEGY_NAMES, SYNTHETIC_NAMES, StudySettings
+from harness.nli.settings import DIFFICULTY_MODES, STRATEGY_NAMES, SYNTHETIC_NAMES, StudySettings
 from harness.nli.suite import PRESETS
+from harness.progress import progress_bar
 
 DEFAULTS = StudySettings()
 
@@ -37,9 +38,7 @@ def _seeds(text: str) -> tuple[int, ...]:
 
 
 def _progress_bar(desc: str) -> Any:
-    from harness.cli import _progress_bar as bar  # imported here: harness.cli imports this module
-
-    return bar(desc, unit="it", leave=False)
+    return progress_bar(desc, unit="it", leave=False)
 
 
 #: CLI parameters whose StudySettings field has another name (the rest share theirs).

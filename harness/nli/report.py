@@ -35,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from harness.nli.study import DONE, STUDY_FILE, Scores, _seed_dir, is_done, read_json, set_accuracy
+from harness.nli.layout import DONE, STUDY_FILE, Scores, is_done, read_json, seed_dir, set_accuracy
+from harness.nli.settings import StudySettings
 
 BASELINE = "baseline"
 UNTUNED = "un-tuned"
@@ -86,7 +87,6 @@ class StudyResults:
 def load_study_results(out: Path) -> StudyResults:
     """Read every finished evaluation of a study folder (unfinished ones are left out)."""
     from harness.nli.examples import NLIStudyError
-    from harness.nli.study import StudySettings
 
     if not (out / STUDY_FILE).is_file():
         raise NLIStudyError(f"{out} holds no {STUDY_FILE}; give the folder of an `irh nli run`")
@@ -99,7 +99,7 @@ def load_study_results(out: Path) -> StudyResults:
     results = StudyResults(settings, sets, {})
     for variant in variants:
         for seed in settings["seeds"]:
-            folder = out / _seed_dir(seed) / variant
+            folder = out / seed_dir(seed) / variant
             if is_done(folder / "eval"):
                 results.scores.setdefault(variant, {})[seed] = read_json(folder / "eval" / "scores.json")["scores"]
             if is_done(folder / "select"):

@@ -31,98 +31,26 @@ generation) go through :class:`Hooks`, so tests run the whole machinery with fak
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 import shutil
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from harness.nli.examples import LABELS3, Example, NLIStudyError, read_examples, write_examples
-from harness.tune.train import _peak_memory_mib
+from harness.nli.layout import DONE, STUDY_FILE, Scores, is_done, read_json, seed_dir, set_accuracy
+from harness.nli.settings import DIFFICULTY_MODES, STRATEGY_NAMES, SYNTHETIC_NAMES, StudySettings
+from harness.tune.train import peak_memory_mib
 
-STUDY_FILE = "study.json"
-DONE = ".done"
 STUDY_SCHEMA_VERSION = 1
-#: Strategies and synthetic variants, as the shared interfaces name them (no import of the
-#: modules needed to validate names).
-STRATEGY_NAMES = ("random", "uncertainty", "misclassified", "difficulty", "concat")
-SYNTHETIC_NAMES = ("short_simple", "long_simple", "long_complex")
-DIFFICULTY_MODES = ("rank", "cot")
-
 Say = Callable[[str], None]
 #: ``progress(description)`` returns an ``update(done, total)`` callable, optionally with close().
 ProgressFactory = Callable[[str], Callable[[int, int], None]]
-#: Scores of one evaluation: set name -> phrasing id -> document id -> score.
-Scores = dict[str, dict[str, dict[str, float]]]
-
-
-@dataclass(frozen=True)
-class StudySettings:
-    """What the study does. The defaults are sized for a 2-core CPU and the default model
-    (the study itself: budget 10,000, K 5%, several seeds, full evaluation sets), and fit the
-    ``offline`` preset's RTE pool (185 pairs: budget + candidates = 112) and sets (92 and 56)."""
-
-    preset: str = "offline"
-    model: str = "default"
-    budget: int = 48
-    k_percent: float = 20.0
-    seeds: tuple[int, ...] = (1, 2)
-    strategies: tuple[str, ...] = STRATEGY_NAMES
-    synthetic: tuple[str, ...] = ("short_simple",)
-    #: Pool examples per seed (from the rest after the draw) the strategies select from.
-    candidates: int = 64
-    #: Documents per evaluation set (a seeded, stratified subsample; the same for every variant).
-    limit: int = 16
-    #: Phrasings per evaluation set (a seeded subsample of the 3-way NLI phrasings).
-    max_instructions: int = 2
-    epochs: int = 2
-    learning_rate: float = 1e-3
-    lora_rank: int = 8
-    batch_size: int = 8
-    difficulty: str = "rank"
-    #: The phrasing the label probabilities (uncertainty, misclassified) are read under.
-    score_phrasing: str = "nli3.w01"
-    #: Phrasings the training examples are shown under (empty: every 3-way NLI phrasing).
-    train_phrasings: tuple[str, ...] = ()
-    #: Seed of the evaluation subsample (documents and phrasings): fixed across seeds, so
-    #: every variant of every seed is scored on the same documents and phrasings.
-    eval_seed: int = 1234
-    #: The most generations one synthetic variant may spend per seed.
-    synthetic_attempts: int = 32
-    votes: int = 8
-    #: Who votes on generated examples: "model" (the un-tuned model that generated them, as
-    #: the study did), "baseline" (this seed's baseline fine-tune) or an `irh --model` spec.
-    voter: str = "model"
-    #: Model dtype for scoring and the training autocast (None: bfloat16 where supported).
-    dtype: str | None = None
-    #: Also evaluate the un-tuned model once, as a reference row.
-    untuned: bool = True
-
-    def to_json(self) -> dict[str, Any]:
-        return json.loads(json.dumps(asdict(self)))
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> StudySettings:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise NLIStudyError(f"study.json has unknown settings {unknown}; it was written by another version of irh")
-        values = dict(data)
-        for name in ("seeds", "strategies", "synthetic", "train_phrasings"):
-            if name in values:
-                values[name] = tuple(values[name])
-        return cls(**values)
-
-    @property
-    def variants(self) -> list[str]:
-        """Every trained variant of one seed, in run order."""
-        return ["baseline", *self.strategies, *(f"synthetic-{v}" for v in self.synthetic)]
 
 
 def check_settings(settings: StudySettings) -> None:
@@ -292,9 +220,9 @@ def _evaluate(
 
 def _default_dtype() -> str:
     """bfloat16 where the GPU or CPU runs it natively, else float32 (as `irh tune` chooses)."""
-    from harness.tune.train import _dtype_name
+    from harness.tune.train import dtype_name
 
-    return _dtype_name("auto")
+    return dtype_name("auto")
 
 
 @dataclass
@@ -328,14 +256,6 @@ def _write_json(path: Path, obj: Any) -> None:
     from harness.data.cache import atomic_write_json
 
     atomic_write_json(path, obj)
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def is_done(stage_dir: Path) -> bool:
-    return (stage_dir / DONE).is_file()
 
 
 @dataclass
@@ -381,7 +301,7 @@ class StageRunner:
         from harness.results import utc_now
 
         seconds = round(time.monotonic() - began, 1)
-        done = {"stage": key, "finished": utc_now(), "seconds": seconds, "peak_rss_mib": _peak_memory_mib(), **facts}
+        done = {"stage": key, "finished": utc_now(), "seconds": seconds, "peak_rss_mib": peak_memory_mib(), **facts}
         _write_json(stage_dir / DONE, done)
         self.ran.append(key)
         self.note(f"{label}: done in {seconds:.0f} s")
@@ -392,19 +312,9 @@ def _examples_sha(examples: Sequence[Example]) -> str:
     return hashlib.sha256("\n".join(ex.id for ex in examples).encode()).hexdigest()
 
 
-def _seed_dir(seed: int) -> str:
-    return f"seed-{seed}"
-
-
 def _counts(examples: Sequence[Example]) -> dict[str, int]:
     counts = Counter(ex.label for ex in examples)
     return {label: counts.get(label, 0) for label in LABELS3}
-
-
-def set_accuracy(scores: dict[str, dict[str, float]]) -> float:
-    """A set's accuracy: the mean score over every (phrasing, document) pair."""
-    values = [v for docs in scores.values() for v in docs.values()]
-    return sum(values) / len(values) if values else float("nan")
 
 
 # --------------------------------------------------------------------------- the study
@@ -549,7 +459,7 @@ class _Study:
 
     def adapter_path(self, seed: int, variant: str) -> Path:
         """Where the train stage of ``variant`` on seed ``seed`` writes its LoRA adapter."""
-        return self.out / _seed_dir(seed) / variant / "train" / "adapter"
+        return self.out / seed_dir(seed) / variant / "train" / "adapter"
 
     def adapter_spec(self, adapter: Path) -> str:
         return f"irh-fast:pretrained={self.prepared.base},peft={adapter}"
@@ -585,7 +495,7 @@ class _Study:
 
     def run_seed(self, seed: int) -> None:
         s = self.settings
-        sd = _seed_dir(seed)
+        sd = seed_dir(seed)
         self.stages.run(f"{sd}/draw", f"seed {seed} · draw B={s.budget}", lambda f: self.draw(f, seed))
         needs_probs = any(n in s.strategies for n in ("uncertainty", "misclassified"))
         for variant in s.variants:
@@ -636,12 +546,12 @@ class _Study:
         return {"initial": len(initial), "candidates": len(candidates)}
 
     def _draw(self, seed: int) -> tuple[list[Example], list[Example], dict[str, int]]:
-        folder = self.out / _seed_dir(seed) / "draw"
+        folder = self.out / seed_dir(seed) / "draw"
         return read_examples(folder / "initial.jsonl"), read_examples(folder / "candidates.jsonl"), read_json(folder / "draw.json")["k"]
 
     def _rest_of_pool(self, seed: int, initial: Sequence[Example]) -> list[Example]:
         pool = self.suite.pool(seed=seed)
-        if _examples_sha(pool) != read_json(self.out / _seed_dir(seed) / "draw" / "draw.json")["pool_sha256"]:
+        if _examples_sha(pool) != read_json(self.out / seed_dir(seed) / "draw" / "draw.json")["pool_sha256"]:
             raise NLIStudyError(
                 f"the {self.suite.test_set.name} pool changed since seed {seed} was drawn; start the study anew in a new --out"
             )
@@ -653,7 +563,7 @@ class _Study:
         from harness.nli.select import run_strategy
 
         initial, candidates, k = self._draw(seed)
-        sd = self.out / _seed_dir(seed)
+        sd = self.out / seed_dir(seed)
         if variant.startswith("synthetic-"):
             name = variant.removeprefix("synthetic-")
             self.hooks.release()
@@ -697,9 +607,9 @@ class _Study:
 
     def train(self, folder: Path, seed: int, variant: str) -> dict[str, Any]:
         if variant == "baseline":
-            examples = read_examples(self.out / _seed_dir(seed) / "draw" / "initial.jsonl")
+            examples = read_examples(self.out / seed_dir(seed) / "draw" / "initial.jsonl")
         else:
-            examples = read_examples(self.out / _seed_dir(seed) / variant / "select" / "train.jsonl")
+            examples = read_examples(self.out / seed_dir(seed) / variant / "select" / "train.jsonl")
         write_examples(folder / "train.jsonl", examples)
         self.hooks.release()
         s = self.settings
@@ -735,7 +645,7 @@ class _Study:
     def grouping(self, folder: Path, seed: int) -> dict[str, Any]:
         from harness.nli.suite import CHALLENGING_BELOW, group_sets
 
-        scores = read_json(self.out / _seed_dir(seed) / "baseline" / "eval" / "scores.json")["scores"]
+        scores = read_json(self.out / seed_dir(seed) / "baseline" / "eval" / "scores.json")["scores"]
         acc = {s.name: set_accuracy(scores[s.name]) for s in self.suite.ood_sets}
         groups = group_sets(acc, CHALLENGING_BELOW)
         preset = {s.name: s.group for s in self.suite.ood_sets}
@@ -794,10 +704,10 @@ def export_study(out: Path, dest: Path, *, system: str | None = None) -> list[tu
     written = []
     for seed in settings.seeds:
         for variant in settings.variants:
-            folder = out / _seed_dir(seed) / variant / "train"
+            folder = out / seed_dir(seed) / variant / "train"
             if not is_done(folder):
                 continue
-            path = dest / _seed_dir(seed) / f"{variant}.jsonl"
+            path = dest / seed_dir(seed) / f"{variant}.jsonl"
             n = export_chat_jsonl(
                 read_examples(folder / "train.jsonl"), path, phrasings=list(settings.train_phrasings) or None, seed=seed, system=system
             )

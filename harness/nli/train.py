@@ -257,7 +257,7 @@ def finetune_lora(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from harness.tune.train import _peak_memory_mib, resolve_base_model
+    from harness.tune.train import peak_memory_mib, resolve_base_model
 
     if registry is None:
         from harness.registry import load_registry
@@ -266,9 +266,9 @@ def finetune_lora(
     base_info = resolve_base_model(base)
     chosen = {e.id: e for e in training_phrasings(registry, phrasings)}
     assigned = assign_phrasings(examples, list(chosen), seed)
-    from harness.tune.train import _dtype_name
+    from harness.tune.train import dtype_name
 
-    dtype_name = _dtype_name(dtype)
+    dtype_name = dtype_name(dtype)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     began = time.monotonic()
     tokenizer = AutoTokenizer.from_pretrained(base_info["pretrained"])
@@ -345,7 +345,7 @@ def finetune_lora(
                 "steps": len(batches),
                 "loss_curve": curve,
                 "seconds": round(time.monotonic() - began, 1),
-                "peak_memory_mib": _peak_memory_mib(),
+                "peak_memory_mib": peak_memory_mib(),
             },
         )
         tmp.replace(out)

@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.data.cache import atomic_write_bytes
-from harness.report.format import fmt, fmt_ci, jsonable, md_text
+from harness.report.format import csv_bytes, fmt, fmt_ci, jsonable, md_text
 from harness.report.sources import ResultSource, unique_labels
-from harness.report.tables import csv_bytes
 from harness.stats.bootstrap import DEFAULT_BOOT
 from harness.stats.compare import Comparison, ModelResults, compare_models
 

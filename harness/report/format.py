@@ -1,9 +1,12 @@
-"""Number formatting shared by the Markdown, HTML, CSV and JSON writers."""
+"""Number formatting shared by the Markdown, HTML, CSV and JSON writers, and CSV text itself."""
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 import re
+from collections.abc import Sequence
 from typing import Any
 
 #: Characters with a Markdown meaning anywhere in a line (backslash first, so escapes are not doubled).
@@ -79,3 +82,13 @@ def jsonable(value: Any) -> Any:
 def csv_cell(value: Any) -> Any:
     """A CSV cell: empty for missing values."""
     return "" if is_missing(value) else value
+
+
+def csv_bytes(rows: Sequence[tuple[Any, ...]], header: Sequence[str]) -> bytes:
+    """CSV text with missing values (None, NaN) as empty cells."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow([csv_cell(v) for v in row])
+    return buf.getvalue().encode("utf-8")

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from harness.data.cache import atomic_write_bytes
-from harness.report.format import csv_cell, jsonable
+from harness.report.format import csv_bytes, jsonable
 from harness.report.noise import NoiseRow, noise_rows, noise_status
 from harness.report.sources import ResultSource, load_run
 from harness.stats.analysis import Analysis, analyse
@@ -19,16 +17,6 @@ from harness.stats.bootstrap import DEFAULT_BOOT
 from harness.stats.label_bias import LabelBias
 
 REPORT_FILES = ("report.md", "report.html", "per_instruction.csv", "per_task.csv", "per_group.csv", "summary.json")
-
-
-def csv_bytes(rows: Sequence[tuple[Any, ...]], header: Sequence[str]) -> bytes:
-    """CSV text with missing values (None, NaN) as empty cells."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    for row in rows:
-        writer.writerow([csv_cell(v) for v in row])
-    return buf.getvalue().encode("utf-8")
 
 
 def per_task_rows(analysis: Analysis) -> tuple[list[str], list[tuple[Any, ...]]]:

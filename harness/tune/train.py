@@ -187,7 +187,7 @@ def resolve_base_model(text: str | None) -> dict[str, Any]:
     }
 
 
-def _dtype_name(requested: str) -> str:
+def dtype_name(requested: str) -> str:
     import torch
 
     from harness.backends.models import cpu_has_bf16
@@ -265,7 +265,7 @@ def prepare_tuning(registry: Registry, config: TuneConfig) -> Prepared:
         lora_targets=list(config.lora_targets),
         num_virtual_tokens=config.num_virtual_tokens,
         prompt_init_text=config.prompt_init_text,
-        dtype=_dtype_name(config.dtype),
+        dtype=dtype_name(config.dtype),
         device="cuda" if _cuda() else "cpu",
         checkpoint_every=config.checkpoint_every,
         placement=config.placement,  # type: ignore[arg-type]
@@ -310,7 +310,7 @@ def schedule(tasks: Sequence[TaskData], steps: int, docs_per_step: int, paraphra
     return plans
 
 
-def _peak_memory_mib() -> float:
+def peak_memory_mib() -> float:
     import torch
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
@@ -512,7 +512,7 @@ def _train(registry: Registry, prepared: Prepared, record: TuneRecord, progress:
             "steps_done": hyper.steps,
             "loss_curve": curve,
             "seconds": round(time.monotonic() - began, 1),
-            "peak_memory_mib": _peak_memory_mib(),
+            "peak_memory_mib": peak_memory_mib(),
         }
     )
     write_tune_record(out, record)
@@ -541,7 +541,7 @@ def _checkpoint(model: Any, optimizer: Any, out: Path, record: TuneRecord, curve
             "steps_done": step,
             "loss_curve": list(curve),
             "seconds": round(time.monotonic() - began, 1),
-            "peak_memory_mib": _peak_memory_mib(),
+            "peak_memory_mib": peak_memory_mib(),
         }
     )
     write_tune_record(out, record)
