@@ -266,9 +266,9 @@ def finetune_lora(
     base_info = resolve_base_model(base)
     chosen = {e.id: e for e in training_phrasings(registry, phrasings)}
     assigned = assign_phrasings(examples, list(chosen), seed)
-    from harness.tune.train import dtype_name
+    from harness.tune.train import dtype_name as resolve_dtype
 
-    dtype_name = dtype_name(dtype)
+    dtype_name = resolve_dtype(dtype)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     began = time.monotonic()
     tokenizer = AutoTokenizer.from_pretrained(base_info["pretrained"])
