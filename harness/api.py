@@ -268,7 +268,7 @@ def run(
                 seen_ids=tuned[0].seen_ids() if tuned is not None else None,
             )
             if tuned is None and say:
-                say(describe_seen(items, spec.label, override))
+                say(describe_seen(items, spec.label, override, observed_sources=split_names(observed), registry=registry))
             extra_info: dict[str, Any] = {}
             if tuned is not None:
                 from harness.tune.record import describe_seen_source

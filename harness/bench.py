@@ -34,7 +34,7 @@ def build_requests(
     tasks: list[str], phrasings: int, limit: int, seed: int, apply_chat: Any
 ) -> tuple[list[tuple[str, str]], list[tuple[str, str, str, int]]]:
     """(context, continuation) pairs, and for each a (task, phrasing, doc id, option index) key."""
-    from harness.data.catalog import load_documents, select_documents
+    from harness.data.catalog import choose_documents, load_documents
     from harness.plan import build_plan, select_tasks
     from harness.registry import load_registry
     from harness.render import render_prompt
@@ -47,7 +47,7 @@ def build_requests(
     docs_by_task: dict[str, list[dict[str, Any]]] = {}
     for item in items:
         if item.task.id not in docs_by_task:
-            docs_by_task[item.task.id] = select_documents(load_documents(item.task.data_name, item.task.split), limit, seed, item.task.id)
+            docs_by_task[item.task.id] = choose_documents(item.task, load_documents(item.task.data_name, item.task.split), limit, seed).docs
         for doc in docs_by_task[item.task.id]:
             prompt = render_prompt(item.entry.instruction, item.task, doc)
             context = apply_chat(chat_messages(prompt))

@@ -289,7 +289,7 @@ def render(
 ) -> None:
     """Print exactly what the model sees, with and without the chat template."""
     from harness.data.cache import DataMissing
-    from harness.data.catalog import load_documents, select_documents
+    from harness.data.catalog import choose_documents, load_documents
     from harness.render import TemplateProblem
     from harness.view import chat_renderer, rendered_views
 
@@ -302,7 +302,7 @@ def render(
     if not registry.applies(entry, task):
         raise UserError(f"phrasing {instruction_id} does not apply to {task_id}; see `irh list instructions --task {task_id}`")
     try:
-        docs = select_documents(load_documents(task.data_name, task.split), limit, seed, task.id)[:count]
+        docs = choose_documents(task, load_documents(task.data_name, task.split), limit, seed).docs[:count]
     except DataMissing as exc:
         raise UserError(str(exc)) from None
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import hashlib
 import random
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -120,11 +121,50 @@ def held_out_tasks_for(model_name: str, override: list[str] | None = None, famil
     return list(_family(model_name, families_file).get("held_out_tasks", []))
 
 
-def describe_seen(items: list[RunItem], model_name: str, override: list[str] | None, families_file: Path = FAMILIES_FILE) -> str:
+#: How the report names the ``--observed`` sources.
+SOURCE_NAMES = {"flan": "FLAN", "promptsource": "promptsource", "promptbench": "PromptBench", "instructioneval": "InstructionEval"}
+
+
+def _task_names(task_ids: list[str]) -> str:
+    """Task ids, with a family of two or more written as its glob (``mmlu.*``)."""
+    by_family: dict[str, list[str]] = {}
+    for task_id in task_ids:
+        by_family.setdefault(task_id.split(".", 1)[0], []).append(task_id)
+    return ", ".join(f"{family}.* ({len(ids)} tasks in this run)" if len(ids) > 1 else ids[0] for family, ids in by_family.items())
+
+
+def _no_observed(items: list[RunItem], observed_sources: list[str], registry: Registry | None) -> str:
+    """Why a plan holds no observed phrasing: none loaded, none for its tasks, or none drawn."""
+    if not observed_sources:
+        return "no observed phrasings are loaded (add some with --observed)"
+    task_ids = list(dict.fromkeys(item.task.id for item in items))
+    available = (
+        sum(1 for t in task_ids for e in registry.instructions_for(t) if e.instruction.provenance.status == "observed")
+        if registry is not None
+        else 0
+    )
+    if available:
+        return f"--max-instructions drew none of the {available} observed phrasing pairs of these tasks"
+    names = [SOURCE_NAMES.get(s.partition("=")[0].strip().lower(), s) for s in observed_sources]
+    names = ["the file " + s.partition("=")[2] if s.startswith("file=") else n for s, n in zip(observed_sources, names, strict=True)]
+    has = "has" if len(names) == 1 else "have"
+    return f"{' and '.join(names)} {has} no phrasings for {_task_names(task_ids)}"
+
+
+def describe_seen(
+    items: list[RunItem],
+    model_name: str,
+    override: list[str] | None,
+    families_file: Path = FAMILIES_FILE,
+    *,
+    observed_sources: list[str] = (),  # type: ignore[assignment]
+    registry: Registry | None = None,
+) -> str:
     """One line that says what *seen* means for this model in this plan, and where it comes from.
 
     A user should learn before the run, not from a "not applicable" row in the report, that the
-    model saw none of the loaded phrasings, and what to do about it.
+    model saw none of the loaded phrasings, and what to do about it: with ``observed_sources``
+    (the ``--observed`` names) that carry nothing for the plan's tasks, which sources and tasks.
     """
     n_seen = sum(1 for item in items if item.seen)
     n_observed = sum(1 for item in items if item.entry.instruction.provenance.status == "observed")
@@ -142,7 +182,7 @@ def describe_seen(items: list[RunItem], model_name: str, override: list[str] | N
     )
     if n_seen == 0:
         why = (
-            "no observed phrasings are loaded (add some with --observed)"
+            _no_observed(items, list(observed_sources), registry)
             if n_observed == 0
             else f"none of the {n_observed} observed phrasing pairs comes from a collection this model saw"
         )
@@ -176,7 +216,8 @@ def build_plan(
     """Every (task, phrasing) pair to score, with the phrasing's seen flag for this model.
 
     ``max_instructions`` keeps a seeded random subset of each task's phrasings (the same
-    subset for every model with the same seed), in registry order. ``seen_ids`` (per task,
+    subset for every model with the same seed, and for every task with the same phrasings,
+    as MMLU's subjects), in registry order; control phrasings are not drawn but kept on top. ``seen_ids`` (per task,
     the phrasing ids a tuned model was trained on, from its tune.json) decides the seen flag
     of its tasks' phrasings instead of the collections; control phrasings are never seen.
     """
@@ -186,9 +227,8 @@ def build_plan(
         if instruction_patterns:
             wanted = set(_match(instruction_patterns, [e.id for e in registry.instructions.values()]))
             entries = [e for e in entries if e.id in wanted]
-        if max_instructions is not None and len(entries) > max_instructions:
-            keep = set(random.Random(f"{seed}:{task.id}").sample([e.id for e in entries], max_instructions))
-            entries = [e for e in entries if e.id in keep]
+        if max_instructions is not None:
+            entries = _draw(entries, max_instructions, seed)
         if not entries:
             raise PlanError(f"no phrasing applies to {task.id}; add one under instructions/ (see README)")
         held_out = is_held_out(task.id, list(held_out_tasks))
@@ -200,6 +240,17 @@ def build_plan(
     return items
 
 
+def _draw(entries: list[RegisteredInstruction], k: int, seed: int) -> list[RegisteredInstruction]:
+    """``k`` of the phrasings that are not controls, seeded by the pool itself (so tasks sharing
+    a pool draw the same ones), and every control phrasing besides."""
+    pool = [e.id for e in entries if not is_control(e)]
+    if len(pool) <= k:
+        return entries
+    key = hashlib.sha256("\n".join(pool).encode()).hexdigest()[:16]
+    keep = set(random.Random(f"{seed}:{key}").sample(pool, k))
+    return [e for e in entries if e.id in keep or is_control(e)]
+
+
 def is_control(entry: RegisteredInstruction) -> bool:
     """A control phrasing (harness/controls.py): scored, but kept out of every statistic."""
     return str(entry.instruction.provenance.status) == "control"
@@ -209,15 +260,15 @@ def check_tuned_documents(registry: Registry, record: Any, tasks: list[TaskSpec]
     """Refuse a run of a tuned model that would score documents it was trained on.
 
     ``record`` is the model's tune.json (harness.tune.record.TuneRecord). The run scores
-    ``select_documents(docs, limit, seed)`` of each task, as `irh run` does.
+    ``choose_documents(task, docs, limit, seed)`` of each task, as `irh run` does.
     """
-    from harness.data.catalog import load_documents, select_documents
+    from harness.data.catalog import choose_documents, load_documents
 
     for task in tasks:
         split = record.tasks.get(task.id)
         if split is None or split.train_split != task.split:
             continue
-        chosen = {d["id"] for d in select_documents(load_documents(task.data_name, task.split), limit, seed, task.id)}
+        chosen = {d["id"] for d in choose_documents(task, load_documents(task.data_name, task.split), limit, seed).docs}
         overlap = chosen & set(split.train_doc_ids)
         if overlap:
             raise PlanError(

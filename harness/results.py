@@ -61,6 +61,12 @@ class TaskRecord(BaseModel):
     #: whether it matched a pinned hash; None in run folders written before they were recorded.
     content_sha256: str | None = None
     content_pinned: bool | None = None
+    #: How ``doc_ids`` were chosen ("all documents", "stratified by group", "stratified by group
+    #: and answer position"), and the chosen documents' right answers per option position (A
+    #: first) where the task's positions are arbitrary (harness/data/catalog.py:answer_positions);
+    #: None in run folders written before they were recorded.
+    selection: str | None = None
+    answer_positions: dict[str, int] | None = None
 
 
 class InstructionRecord(BaseModel):

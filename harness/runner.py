@@ -15,7 +15,7 @@ from typing import Any
 from harness.backends.lm_eval import ServerUnavailable
 from harness.backends.models import LoadedModel, ModelSpec, load_model
 from harness.budget import TaskGrid, allocate_adaptive_round, allocate_run, task_goals
-from harness.data.catalog import dataset_status, load_documents, select_documents
+from harness.data.catalog import choose_documents, dataset_status, load_documents
 from harness.plan import RunItem, is_seen
 from harness.registry import Registry
 from harness.render import render_prompt
@@ -94,7 +94,8 @@ def start_run(
     docs_by_task: dict[str, list[dict[str, Any]]] = {}
     for task in {item.task.id: item.task for item in items}.values():
         docs = load_documents(task.data_name, task.split)
-        chosen = select_documents(docs, limit, seed, task.id)
+        selection = choose_documents(task, docs, limit, seed)
+        chosen = selection.docs
         docs_by_task[task.id] = chosen
         status = dataset_status(task.data_name, task.split)
         tasks[task.id] = TaskRecord(
@@ -107,6 +108,8 @@ def start_run(
             doc_ids=[d["id"] for d in chosen],
             family=task.family,
             category=task.category,
+            selection=selection.how,
+            answer_positions=selection.positions,
         )
     budget = None
     if budget_fraction is not None or budget_cells is not None:

@@ -101,3 +101,51 @@ def test_import_harness_stays_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_api_does_not_print_lm_evals_per_task_notes(cache: Path, tmp_path: Path) -> None:
+    # A plain Python process, as a user's script: no logging set up, so lm-eval's warnings
+    # reach stderr through Python's last-resort handler.
+    code = (
+        "import harness, logging\n"
+        f"[r] = harness.run('nli.rte,mmlu.anatomy', models='irh-fake', limit=4, max_instructions=2, reports_dir={str(tmp_path)!r}, "
+        "write_report=False, say=None)\n"
+        "assert r.status == 'complete', r\n"
+        "logging.getLogger('lm_eval.api.task').warning('[Task: other] a warning that is news')\n"
+        "logging.getLogger('lm_eval.api.task').error('[Task: irh_0_0] metric acc is defined, but aggregation is not. (as an error)')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("is defined, but") == 1  # the error logged below, not the run's 16 notes
+    assert "Custom kwargs" not in done.stderr
+    # Other warnings, and errors, still come through.
+    assert "[Task: other] a warning that is news" in done.stderr and "(as an error)" in done.stderr
+
+
+def test_an_observed_source_without_phrasings_for_the_tasks_is_named(cache: Path, tmp_path: Path) -> None:
+    said: list[str] = []
+    harness.run(
+        "mmlu.abstract_algebra,mmlu.high_school_biology",
+        models="irh-fake",
+        observed="flan",
+        limit=2,
+        max_instructions=1,
+        reports_dir=tmp_path,
+        write_report=False,
+        noise_check=0.0,
+        say=said.append,
+    )
+    (line,) = [s for s in said if s.startswith("seen vs unseen:")]
+    assert "FLAN has no phrasings for mmlu.* (2 tasks in this run)" in line, line
+    assert "no observed phrasings are loaded" not in line
+
+
+def test_describe_seen_says_why_no_observed_phrasing_is_in_the_plan(registry: object) -> None:
+    from harness.plan import build_plan, describe_seen
+    from harness.registry import Registry
+
+    assert isinstance(registry, Registry)
+    items = build_plan(registry, [registry.task("nli.rte")], max_instructions=2)
+    assert "no observed phrasings are loaded (add some with --observed)" in describe_seen(items, "m", None)
+    line = describe_seen(items, "m", None, observed_sources=["flan", "file=/x/p.jsonl"], registry=registry)
+    assert "FLAN and the file /x/p.jsonl have no phrasings for nli.rte" in line

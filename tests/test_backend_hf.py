@@ -102,3 +102,23 @@ def test_real_run_on_a_tiny_model_with_generation(tiny_model: Path, cache: Path,
     gen = [r for r in rows if r.task == "bbl.auto_debugging"]
     assert all(r.generation is not None and r.loglikelihoods is None and r.targets for r in gen)
     assert all(r.score == float(r.generation.strip() in [t.strip() for t in r.targets or []]) for r in gen)
+
+
+@pytest.mark.parametrize(
+    "text,line",
+    [
+        ("hf:pretraned={m}", "unknown model argument pretraned= for hf (did you mean pretrained=?)"),
+        ("irh-fast:pretraned={m}", "unknown model argument pretraned= for irh-fast (did you mean pretrained=?)"),
+        ("hf:pretrained={m},dtyp=float32", "unknown model argument dtyp= for hf (did you mean dtype=?)"),
+        ("irh-fast:pretrained={m},frobnicate=1", "unknown model argument frobnicate= for irh-fast: neither the backend nor"),
+    ],
+)
+def test_a_misspelt_model_argument_is_one_line(tiny_model: Path, cache: Path, tmp_path: Path, text: str, line: str) -> None:
+    args = ["run", "--model", text.format(m=tiny_model), "--tasks", "nli.rte", "--limit", "2", "--reports-dir", str(tmp_path / "r")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code != 0
+    # The plan's seen line and "loading model ...", then the error in one line.
+    errors = [x for x in result.output.splitlines() if x.startswith("Error:")]
+    assert len(errors) == 1 and line in errors[0] and result.output.rstrip().endswith(errors[0]), result.output
+    assert len(result.output.strip().splitlines()) == 3, result.output
+    assert "Traceback" not in result.output and not list((tmp_path / "r").glob("*"))

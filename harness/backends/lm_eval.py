@@ -10,6 +10,8 @@ we record once in run.json instead.) lm-eval never sees our templates, so its ow
 
 from __future__ import annotations
 
+import logging
+import re
 from typing import Any, NamedTuple
 
 from harness.answers import parse_choice, score_parsed
@@ -48,6 +50,30 @@ def _task_manager() -> Any:
 
         _TASK_MANAGER = TaskManager(include_defaults=False)
     return _TASK_MANAGER
+
+
+#: What lm-eval logs about every inline task it loads (harness's own ``irh_*`` configs, which
+#: leave aggregation to its default on purpose and read a dataset from memory): once per
+#: chunk, never news. Anything else it logs, errors included, still reaches the user.
+_CHUNK_CHATTER = re.compile(
+    r"^(\[Task: irh_\w+\] metric \w+ is defined, but (aggregation|higher_is_better) is not\."
+    r"|irh_\w+: Custom kwargs can be passed to `--metadata`)"
+)
+
+
+class _ChunkChatter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno <= logging.WARNING and _CHUNK_CHATTER.match(record.getMessage()))
+
+
+_CHATTER_FILTER = _ChunkChatter()
+
+
+def quiet_chunk_chatter() -> None:
+    """Drop lm-eval's per-task notes about our inline configs (see :data:`_CHUNK_CHATTER`)."""
+    logger = logging.getLogger("lm_eval.api.task")
+    if _CHATTER_FILTER not in logger.filters:
+        logger.addFilter(_CHATTER_FILTER)
 
 
 class ServerUnavailable(RuntimeError):
@@ -221,6 +247,7 @@ def evaluate_chunk(
     """Evaluate one chunk of documents under one phrasing; returns one result per document."""
     from lm_eval.evaluator import evaluate
 
+    quiet_chunk_chatter()
     rows = _work_rows(task, docs, prompts, option_scores)
     generated = task.output_type == "multiple_choice" and is_chat_endpoint(lm)
     loaded = _task_manager().load([task_config(name, rows, task, instruction, placement, generated)])

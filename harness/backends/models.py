@@ -240,10 +240,65 @@ def check_pretrained(args: dict[str, str]) -> None:
             )
 
 
+def _known_arguments(cls: Any) -> set[str]:
+    """The keyword names the ``__init__`` of a backend class and its bases declare."""
+    import inspect
+
+    names: set[str] = set()
+    for klass in getattr(cls, "__mro__", (cls,)):
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is object:
+            continue
+        try:
+            params = inspect.signature(init).parameters.values()
+        except (TypeError, ValueError):
+            continue
+        names.update(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self")
+    return names
+
+
+def check_arguments(spec: ModelSpec, cls: Any) -> None:
+    """Refuse a model argument that is a near miss of one the backend declares (``pretraned=``
+    for ``pretrained=``), in one line, before lm-eval passes it on to the model's constructor.
+
+    Other unknown names are let through: lm-eval's hf backend hands them to transformers'
+    ``from_pretrained`` (``attn_implementation=``, ...); :func:`load_model` names the one it
+    rejects."""
+    import difflib
+
+    known = _known_arguments(cls)
+    for name in spec.args:
+        if name in known:
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
+        if close:
+            raise ModelError(f"unknown model argument {name}= for {spec.backend} (did you mean {close[0]}=?)")
+
+
+_UNEXPECTED = re.compile(r"unexpected keyword argument '(\w+)'")
+_MISSING = re.compile(r"missing \d+ required (?:positional |keyword-only )?arguments?: (.+)$")
+
+
+def _argument_problem(spec: ModelSpec, exc: TypeError) -> ModelError | None:
+    """A constructor's TypeError about the spec's arguments as one line, or None for any other."""
+    text = str(exc)
+    unexpected = _UNEXPECTED.search(text)
+    if unexpected and unexpected.group(1) in spec.args:
+        return ModelError(
+            f"unknown model argument {unexpected.group(1)}= for {spec.backend}: neither the backend nor the model's "
+            f"constructor takes it ({text.strip()})"
+        )
+    missing = _MISSING.search(text)
+    if missing:
+        names = " ".join(f"{n.strip()}=" for n in re.findall(r"'(\w+)'", missing.group(1)))
+        return ModelError(f"model backend {spec.backend} needs {names} in --model (it was given {', '.join(spec.args) or 'nothing'})")
+    return None
+
+
 def check_loadable(spec: ModelSpec) -> None:
-    """Refuse a spec whose backend is unknown, or whose model folder is missing, without loading
-    it (a data-parallel run loads the model in its ranks only)."""
-    _check_backend(spec.backend)
+    """Refuse a spec whose backend is unknown, whose arguments are misspelt, or whose model
+    folder is missing, without loading it (a data-parallel run loads the model in its ranks only)."""
+    check_arguments(spec, _check_backend(spec.backend))
     if spec.backend in HF_BACKENDS:
         check_pretrained(spec.args)
 
@@ -251,6 +306,7 @@ def check_loadable(spec: ModelSpec) -> None:
 def load_model(spec: ModelSpec) -> LoadedModel:
     """Instantiate the lm-eval model object once, and describe it for the run manifest."""
     cls = _check_backend(spec.backend)
+    check_arguments(spec, cls)
     if spec.backend in HF_BACKENDS:
         check_pretrained(spec.args)
     # trust_remote_code is never added here: lm-eval defaults it to False, and only a user
@@ -265,6 +321,11 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         lm = cls.create_from_arg_string(arg_string, extra)
     except (OSError, HFValidationError) as exc:
         raise ModelError(f"cannot load model {spec.label!r}: {exc}") from exc
+    except TypeError as exc:
+        problem = _argument_problem(spec, exc)
+        if problem is None:
+            raise
+        raise problem from None
     info: dict[str, Any] = {"backend": spec.backend, "args": spec.args, "name": spec.label}
     gguf = spec.args.get("gguf_file")
     source = Path(spec.args.get("pretrained", "")) / "SOURCE"

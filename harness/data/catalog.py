@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -530,12 +531,173 @@ def load_documents(task_id: str, split: str) -> list[dict[str, Any]]:
     return docs
 
 
-def select_documents(docs: list[dict[str, Any]], limit: int | None, seed: int, key: str) -> list[dict[str, Any]]:
+def answer_positions(task: Any, docs: list[dict[str, Any]]) -> list[int] | None:
+    """The position of each document's right answer among its options, where that position is arbitrary.
+
+    Only for multiple-choice tasks whose options are the document's own choices (no fixed
+    ``labels``, whose order means something), with the same number of options in every
+    document and exactly one best-scored option each (MMLU's A-D); None otherwise.
+    """
+    if getattr(task, "output_type", None) != "multiple_choice" or getattr(task, "labels", None) or not docs:
+        return None
+    positions = []
+    width = None
+    for doc in docs:
+        scores = doc.get("scores")
+        if not scores or not doc.get("choices") or len(scores) != len(doc["choices"]):
+            return None
+        if width is None:
+            width = len(scores)
+        best = max(scores)
+        if len(scores) != width or width < 2 or sum(1 for v in scores if v == best) != 1:
+            return None
+        positions.append(scores.index(best))
+    return positions
+
+
+def position_name(position: int) -> str:
+    """An answer position as run.json records it: A for the first option."""
+    return chr(ord("A") + position) if position < 26 else str(position + 1)
+
+
+class Selection(NamedTuple):
+    """The documents a run scores, how they were chosen, and where their right answers sit."""
+
+    docs: list[dict[str, Any]]
+    how: str
+    #: Right answers per position (A, B, ...) among the chosen documents; None where not defined.
+    positions: dict[str, int] | None
+
+
+def choose_documents(task: Any, docs: list[dict[str, Any]], limit: int | None, seed: int) -> Selection:
+    """The documents of ``task`` a run scores: :func:`select_documents` keyed by the task id,
+    stratified by the answer's position where :func:`answer_positions` defines one."""
+    positions = answer_positions(task, docs)
+    chosen = select_documents(docs, limit, seed, task.id, positions)
+    if limit is None or limit >= len(docs):
+        how = "all documents"
+    else:
+        how = "stratified by group and answer position" if positions is not None else "stratified by group"
+    counts = None
+    if positions is not None:
+        by_id = {d["id"]: p for d, p in zip(docs, positions, strict=True)}
+        tally = Counter(by_id[d["id"]] for d in chosen)
+        counts = {position_name(p): tally.get(p, 0) for p in range(len(docs[0]["scores"]))}
+    return Selection(chosen, how, counts)
+
+
+def _largest_remainder(total: int, sizes: dict[str, int]) -> dict[str, int]:
+    whole = sum(sizes.values())
+    quotas = {g: total * n / whole for g, n in sizes.items()}
+    take = {g: int(q) for g, q in quotas.items()}
+    leftover = total - sum(take.values())
+    for g in sorted(sizes, key=lambda g: (-(quotas[g] - take[g]), g))[:leftover]:
+        take[g] += 1
+    return take
+
+
+def _position_targets(total: int, available: dict[int, int], order: list[int]) -> dict[int, int]:
+    """Spread ``total`` over positions as evenly as their availability allows (water-filling);
+    a remainder goes to positions in ``order``."""
+    target = {p: 0 for p in available}
+    active = sorted(available, key=lambda p: (available[p], p))
+    left = total
+    while active:
+        share = left // len(active)
+        if available[active[0]] <= share:
+            p = active.pop(0)
+            target[p] = available[p]
+            left -= available[p]
+            continue
+        for p in active:
+            target[p] = share
+        extra = left - share * len(active)
+        for p in [p for p in order if p in active][:extra]:
+            target[p] += 1
+        break
+    return target
+
+
+def _fill_cells(
+    rows: dict[str, int],
+    cols: dict[int, int],
+    cells: dict[tuple[str, int], int],
+    order: list[int],
+    start: dict[tuple[str, int], int] | None = None,
+) -> dict[tuple[str, int], int]:
+    """How many documents to take from each (group, position) cell: at most ``rows[g]`` per group,
+    ``cols[p]`` per position and ``cells[g, p]`` per cell, as many as possible in all (a small
+    max-flow: a round-robin start spreading each group over the positions, then augmenting paths),
+    adding to ``start`` where given."""
+    n = dict(start) if start else dict.fromkeys(cells, 0)
+    row = {g: sum(v for (h, _), v in n.items() if h == g) for g in rows}
+    col = {p: sum(v for (_, q), v in n.items() if q == p) for p in cols}
+    rank = {p: i for i, p in enumerate(order)}
+    progress = True
+    while progress:
+        progress = False
+        for g in sorted(rows):
+            if row[g] >= rows[g]:
+                continue
+            open_ = [p for p in cols if (g, p) in cells and n[g, p] < cells[g, p] and col[p] < cols[p]]
+            if open_:
+                p = min(open_, key=lambda p: (n[g, p], col[p], rank[p]))
+                n[g, p] += 1
+                row[g] += 1
+                col[p] += 1
+                progress = True
+    while True:
+        # Breadth-first search for source -> group -> position (-> group -> position ...) -> sink.
+        back: dict[Any, Any] = {("g", g): None for g in sorted(rows) if row[g] < rows[g]}
+        queue: list[Any] = list(back)
+        node: Any = None
+        end: Any = None
+        while queue and end is None:
+            node = queue.pop(0)
+            if node[0] == "g":
+                g = node[1]
+                for p in sorted(cols, key=lambda p: rank[p]):
+                    if (g, p) in cells and n[g, p] < cells[g, p] and ("p", p) not in back:
+                        back["p", p] = node
+                        if col[p] < cols[p]:
+                            end = ("p", p)
+                            break
+                        queue.append(("p", p))
+            else:
+                p = node[1]
+                for g in sorted(rows):
+                    if n.get((g, p), 0) > 0 and ("g", g) not in back:
+                        back["g", g] = node
+                        queue.append(("g", g))
+        if end is None:
+            return n
+        col[end[1]] += 1
+        node = end
+        while back[node] is not None:
+            prev = back[node]
+            if node[0] == "p":
+                n[prev[1], node[1]] += 1
+            else:
+                n[node[1], prev[1]] -= 1
+            node = prev
+        row[node[1]] += 1
+
+
+def select_documents(
+    docs: list[dict[str, Any]], limit: int | None, seed: int, key: str, positions: list[int] | None = None
+) -> list[dict[str, Any]]:
     """A seeded subsample of ``limit`` documents, stratified by each document's ``group``.
 
-    The same (documents, limit, seed, key) always give the same subsample, so every phrasing
-    and every model is scored on the same documents. Groups get shares proportional to
-    their size (largest remainder), and the result keeps the documents' original order.
+    The same (documents, limit, seed, key, positions) always give the same subsample, so
+    every phrasing and every model is scored on the same documents. Groups get shares
+    proportional to their size (largest remainder), and the result keeps the documents'
+    original order.
+
+    With ``positions`` (each document's right-answer position, :func:`answer_positions`),
+    the positions are balanced first: each gets ``limit / options`` documents, or all it
+    has where it has fewer (the rest spread over the others). The groups keep their
+    proportional shares where those positions allow it; where they do not, the shortfall is
+    taken from other groups.
     """
     if limit is None or limit >= len(docs):
         return list(docs)
@@ -543,14 +705,28 @@ def select_documents(docs: list[dict[str, Any]], limit: int | None, seed: int, k
     groups: dict[str, list[int]] = {}
     for i, doc in enumerate(docs):
         groups.setdefault(str(doc.get("group", "")), []).append(i)
-    quotas = {g: limit * len(ix) / len(docs) for g, ix in groups.items()}
-    take = {g: int(q) for g, q in quotas.items()}
-    leftover = limit - sum(take.values())
-    for g in sorted(groups, key=lambda g: (-(quotas[g] - take[g]), g))[:leftover]:
-        take[g] += 1
+    take = _largest_remainder(limit, {g: len(ix) for g, ix in groups.items()})
     chosen: list[int] = []
+    if positions is None:
+        for g in sorted(groups):
+            members = list(groups[g])
+            rng.shuffle(members)
+            chosen.extend(members[: take[g]])
+        return [docs[i] for i in sorted(chosen)]
+    cells: dict[tuple[str, int], list[int]] = {}
     for g in sorted(groups):
-        members = list(groups[g])
+        for i in groups[g]:
+            cells.setdefault((g, positions[i]), []).append(i)
+    order = sorted(set(positions))
+    rng.shuffle(order)
+    targets = _position_targets(limit, Counter(positions), order)
+    sizes = {c: len(ix) for c, ix in cells.items()}
+    counts = _fill_cells(take, targets, sizes, order)
+    if sum(counts.values()) < limit:
+        # The groups' shares and the positions' cannot both be met: keep the positions.
+        counts = _fill_cells({g: len(ix) for g, ix in groups.items()}, targets, sizes, order, counts)
+    for cell in sorted(cells):
+        members = list(cells[cell])
         rng.shuffle(members)
-        chosen.extend(members[: take[g]])
+        chosen.extend(members[: counts[cell]])
     return [docs[i] for i in sorted(chosen)]

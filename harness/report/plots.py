@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -53,6 +54,21 @@ def _figure(width: float, height: float) -> Any:
     fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
+
+
+def _fitted_title(fig: Any, text: str, fontsize: float) -> Any:
+    """Put ``text`` over the whole figure, wrapped at word boundaries into as few lines as keep
+    every line inside the figure's width (a long title on a narrow figure was cut at both ends)."""
+    renderer = fig.canvas.get_renderer()
+    room = 0.96 * fig.bbox.width
+    title = fig.suptitle(text, fontsize=fontsize)
+    words = text.split()
+    for width in range(len(text), 0, -1):
+        wrapped = textwrap.fill(text, width, break_long_words=False)
+        title.set_text(wrapped)
+        if title.get_window_extent(renderer).width <= room or max(len(w) for w in words) >= width:
+            break
+    return title
 
 
 def _data_uri(fig: Any) -> str:
@@ -218,7 +234,7 @@ def heatmap_figure(by_task: Mapping[str, Sequence[PhrasingResults]]) -> Any | No
     ax.set_yticks(range(len(ids)), ids, fontsize=7 if len(ids) <= 60 else 5)
     ax.set_facecolor("#f4f4f4")
     fig.colorbar(image, ax=ax, label="score", shrink=0.8)
-    ax.set_title("Score per phrasing and task (phrasings run on 2+ tasks; grey: not run)", fontsize=10)
+    _fitted_title(fig, "Score per phrasing and task (phrasings run on 2+ tasks; grey: not run)", 10)
     return fig
 
 
@@ -256,7 +272,7 @@ def document_grid_figure(by_task: Mapping[str, Sequence[PhrasingResults]]) -> An
         fontsize=8,
         frameon=False,
     )
-    fig.suptitle("Right and wrong answers per phrasing and document, per task (no phrasing is shared by two tasks)", fontsize=10)
+    _fitted_title(fig, "Right and wrong answers per phrasing and document, per task (no phrasing is shared by two tasks)", 10)
     return fig
 
 

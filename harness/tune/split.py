@@ -18,7 +18,7 @@ import random
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from harness.data.catalog import is_cached, load_documents, select_documents
+from harness.data.catalog import choose_documents, is_cached, load_documents, select_documents
 from harness.registry import RegisteredInstruction, Registry
 from harness.schema import TaskSpec
 from harness.tune.record import TaskSplit, TuneError
@@ -97,7 +97,7 @@ def split_documents(task: TaskSpec, *, seed: int, eval_limit: int | None, train_
         TuneError: too few documents to split, or no training split cached for MMLU.
     """
     docs = load_documents(task.data_name, task.split)
-    eval_docs = select_documents(docs, eval_limit, seed, task.id)
+    eval_docs = choose_documents(task, docs, eval_limit, seed).docs
     eval_ids = [d["id"] for d in eval_docs]
     if task.family == "mmlu":
         splits = [s for s in MMLU_TRAIN_SPLITS if s != task.split and is_cached(task.data_name, s)]
