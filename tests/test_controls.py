@@ -4,7 +4,6 @@ every statistic, shown beside the valid phrasings' range."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import get_args
 
 import numpy as np
 import pytest
@@ -16,7 +15,6 @@ from harness.plan import build_plan
 from harness.registry import Registry
 from harness.render import render_prompt, template_fields
 from harness.report.markdown import control_lines
-from harness.results import SampleRow
 from harness.stats.analysis import analyse
 from harness.stats.data import PhrasingResults
 
@@ -102,10 +100,6 @@ def test_controls_never_enter_the_statistics() -> None:
     assert "| above |" in rows[0] and "| below |" in rows[1]  # the "where" column (a "degenerate" one follows)
 
 
-@pytest.mark.skipif(
-    "control" not in get_args(SampleRow.model_fields["status"].annotation),
-    reason="harness/results.py does not accept status `control` yet (SampleRow.status, InstructionRecord.status)",
-)
 def test_run_with_controls_scores_them_and_reports_them_apart(cache: Path, tmp_path: Path) -> None:
     from harness.cli import main
 

@@ -47,7 +47,8 @@ REQUESTS = 48
 # Runs `irh` with kill points: IRH_TEST_KILL="write:N:SIG" sends SIG after the N-th chunk is
 # flushed, "request:N:SIG" when the fake model answers its N-th request (inside a chunk,
 # before its rows are written), "torn:N:KILL" writes half of the N-th chunk's first row and dies.
-# IRH_TEST_DELAY slows every fake request down (seconds), for kills from outside.
+# IRH_TEST_DELAY slows every fake request down (seconds); IRH_TEST_PAUSE="N:GATE" holds the run
+# after its N-th flush until the file GATE exists: kills from outside at a known point.
 WRAPPER = """
 import os, signal, sys, time
 
@@ -59,6 +60,7 @@ count, _, sig = rest.partition(":")
 count = int(count or 0)
 signum = getattr(signal, "SIG" + (sig or "KILL"))
 delay = float(os.environ.get("IRH_TEST_DELAY", "0"))
+pause_at, _, gate = os.environ.get("IRH_TEST_PAUSE", "").partition(":")
 seen = {"write": 0, "request": 0}
 
 original_write = SampleWriter.write
@@ -75,6 +77,10 @@ def write(self, rows):
     original_write(self, rows)
     if where == "write" and seen["write"] == count:
         os.kill(os.getpid(), signum)
+    if pause_at and seen["write"] == int(pause_at):
+        # Hold the run here, alive and locked, until the test kills it (or makes the gate file).
+        while not os.path.exists(gate):
+            time.sleep(0.01)
 
 
 def tick(self):
@@ -222,8 +228,8 @@ def _wait_for_rows(proc: subprocess.Popen[str], run_dir_parent: Path, rows: int)
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
 def test_live_run_is_told_from_a_killed_one(cache: Path, tmp_path: Path, signum: int) -> None:
     expected = _reference(tmp_path)
-    # ~0.05 s per request keeps the child busy for seconds after its first flushes.
-    proc = _start(tmp_path, tmp_path / "reports", IRH_TEST_DELAY="0.05")
+    # The child holds after its second flush (4 rows) until it is killed: no race with it.
+    proc = _start(tmp_path, tmp_path / "reports", IRH_TEST_PAUSE=f"2:{tmp_path / 'never'}")
     try:
         run_dir = _wait_for_rows(proc, tmp_path / "reports", 4)
         liveness = check_liveness(run_dir)
@@ -258,7 +264,7 @@ def test_live_run_is_told_from_a_killed_one(cache: Path, tmp_path: Path, signum:
         assert proc.returncode == 1, out
         assert read_manifest(run_dir).status == "interrupted"
         assert check_liveness(run_dir).state == "stopped"
-    assert 4 <= len(_rows(run_dir)) < ROWS
+    assert len(_rows(run_dir)) == 4
     _resume_and_compare(run_dir, expected)
 
 
