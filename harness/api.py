@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from harness.errors import HarnessError
 from harness.run_registry import load_run_registry, registry_for_run, split_names
 
 if TYPE_CHECKING:
@@ -38,11 +39,11 @@ ProgressFactory = Callable[[str], Callable[[int, int], None]]
 DEFAULT_TASKS = ("arc.easy", "commonsense.copa", "glue.sst2")
 
 
-class InvalidRequest(ValueError):
+class InvalidRequest(HarnessError, ValueError):
     """Arguments that cannot be honoured together; says which to change."""
 
 
-class RunStopped(RuntimeError):
+class RunStopped(HarnessError, RuntimeError):
     """A run that stopped before it completed (interrupted, or failed); its rows are kept and
     ``run_dir`` can be completed with :func:`resume`."""
 

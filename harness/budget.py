@@ -34,11 +34,13 @@ from typing import NamedTuple
 
 import numpy as np
 
+from harness.errors import HarnessError
+
 #: Cells of the cyclic order generated at once (bounds memory on big grids).
 _ORDER_CHUNK = 1 << 20
 
 
-class BudgetError(ValueError):
+class BudgetError(HarnessError, ValueError):
     """A budget that cannot be met (too small, or not a fraction); says what to ask for instead."""
 
 

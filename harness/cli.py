@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from harness import __version__
+from harness.errors import HarnessError
 from harness.progress import progress_bar
 
 
@@ -19,43 +20,10 @@ class UserError(click.ClickException):
     """A problem the user can fix; printed as one line, exit status 1."""
 
 
-#: The project's exception types that describe something the user can fix, as (module, class).
-#: They are looked up in sys.modules only: the module that raised one is loaded, so the check
-#: itself never imports anything.
-USER_ERRORS = (
-    ("harness.registry", "RegistryError"),
-    ("harness.plan", "PlanError"),
-    ("harness.backends.models", "ModelError"),
-    ("harness.data.cache", "DataMissing"),
-    ("harness.results", "RunError"),
-    ("harness.importers", "ObservedSourceError"),
-    ("harness.report.imports", "ImportProblem"),
-    ("harness.report.compare", "CompareProblem"),
-    ("harness.render", "TemplateProblem"),
-    ("harness.tune.record", "TuneError"),
-    ("harness.budget", "BudgetError"),
-    ("harness.nli.examples", "NLIStudyError"),
-    ("harness.api", "InvalidRequest"),
-    ("harness.api", "RunStopped"),
-)
-#: Modules whose KeyError("unknown ...") is a lookup of a name the user gave (task, phrasing).
-LOOKUP_MODULES = ("harness.registry", "harness.plan")
-
-
 def user_error_message(exc: BaseException) -> str | None:
-    """The one-line message for an exception the user can fix, or None for a bug (which keeps
-    its traceback)."""
-    for module_name, class_name in USER_ERRORS:
-        cls = getattr(sys.modules.get(module_name), class_name, None)
-        if isinstance(cls, type) and isinstance(exc, cls):
-            return str(exc)
-    if isinstance(exc, KeyError) and exc.args and str(exc.args[0]).startswith("unknown "):
-        tb = exc.__traceback__
-        while tb is not None and tb.tb_next is not None:
-            tb = tb.tb_next
-        if tb is not None and tb.tb_frame.f_globals.get("__name__") in LOOKUP_MODULES:
-            return str(exc.args[0])
-    return None
+    """The one-line message for an exception the user can fix (a :class:`HarnessError`), or
+    None for a bug (which keeps its traceback)."""
+    return str(exc) if isinstance(exc, HarnessError) else None
 
 
 class _Group(click.Group):

@@ -13,13 +13,14 @@ from typing import Any
 
 import yaml
 
+from harness.errors import HarnessError
 from harness.registry import RegisteredInstruction, Registry
 from harness.schema import COLLECTIONS, TaskSpec
 
 FAMILIES_FILE = Path(__file__).with_name("model_families.yaml")
 
 
-class PlanError(ValueError):
+class PlanError(HarnessError, ValueError):
     """A run request that names something the registry does not have."""
 
 

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import yaml
 from pydantic import ValidationError
 
+from harness.errors import HarnessError, UnknownName
 from harness.render import TemplateProblem, allowed_fields, template_fields
 from harness.schema import Instruction, InstructionFile, TaskFile, TaskSpec, normalise_text
 
@@ -44,7 +45,7 @@ class Problem(NamedTuple):
         return f"{where}: {self.message}"
 
 
-class RegistryError(Exception):
+class RegistryError(HarnessError):
     """Raised when the registry has problems; carries all of them."""
 
     def __init__(self, problems: list[Problem], where: str = ""):
@@ -99,7 +100,7 @@ class Registry:
         except KeyError:
             close = difflib.get_close_matches(task_id, list(self.tasks), n=3)
             hint = f" Did you mean {', '.join(close)}?" if close else ""
-            raise KeyError(f"unknown task {task_id!r}.{hint} See `irh list tasks`.") from None
+            raise UnknownName(f"unknown task {task_id!r}.{hint} See `irh list tasks`.") from None
 
     def instruction(self, instruction_id: str) -> RegisteredInstruction:
         try:
@@ -107,7 +108,7 @@ class Registry:
         except KeyError:
             close = difflib.get_close_matches(instruction_id, list(self.instructions), n=3)
             hint = f" Did you mean {', '.join(close)}?" if close else ""
-            raise KeyError(f"unknown phrasing {instruction_id!r}.{hint} See `irh list instructions`.") from None
+            raise UnknownName(f"unknown phrasing {instruction_id!r}.{hint} See `irh list instructions`.") from None
 
     def applies(self, entry: RegisteredInstruction, task: TaskSpec) -> bool:
         """Whether a phrasing can be used for a task (its target matches and its fields fit)."""

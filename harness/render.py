@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 import jinja2
 from jinja2 import meta
 
+from harness.errors import HarnessError
 from harness.sandbox import BoundedSandbox, render_bounded, work_budget
 from harness.schema import LETTERS, Instruction, TaskSpec
 
@@ -27,7 +28,7 @@ _ENV = BoundedSandbox(
 IMPLICIT_MC_FIELDS = ("choices",)
 
 
-class TemplateProblem(ValueError):
+class TemplateProblem(HarnessError, ValueError):
     """A template that cannot be parsed or rendered."""
 
 

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from harness import __version__
 from harness.data.cache import atomic_write_bytes
+from harness.errors import HarnessError
 
 RESULTS_SCHEMA_VERSION = 1
 MANIFEST = "run.json"
@@ -40,7 +41,7 @@ HEARTBEAT = "heartbeat.json"
 LOCK = ".lock"
 
 
-class RunError(RuntimeError):
+class RunError(HarnessError, RuntimeError):
     """A run folder that cannot be used as asked; says what to do."""
 
 

@@ -123,3 +123,34 @@ def test_a_rank_stops_when_its_launcher_is_killed(tmp_path: Path) -> None:
         for _ in range(50):
             os.kill(child_pid, 0)
             time.sleep(0.1)
+
+
+def test_every_user_error_is_one_harness_error_and_one_line() -> None:
+    """The CLI's one-line rule is one base class: each error type a user can fix derives from
+    HarnessError (keeping its built-in base), and an unknown task id is one too."""
+    from harness.api import InvalidRequest, RunStopped
+    from harness.backends.models import ModelError
+    from harness.budget import BudgetError
+    from harness.cli import user_error_message
+    from harness.data.cache import DataMissing
+    from harness.errors import HarnessError, UnknownName
+    from harness.importers import ObservedSourceError
+    from harness.nli.examples import NLIStudyError
+    from harness.plan import PlanError
+    from harness.registry import RegistryError, load_registry
+    from harness.render import TemplateProblem
+    from harness.report.compare import CompareProblem
+    from harness.report.imports import ImportProblem
+    from harness.results import RunError
+    from harness.tune.record import TuneError
+
+    kinds = [InvalidRequest, RunStopped, ModelError, BudgetError, DataMissing, ObservedSourceError, NLIStudyError, PlanError]
+    kinds += [RegistryError, TemplateProblem, CompareProblem, ImportProblem, RunError, TuneError]
+    assert all(issubclass(kind, HarnessError) for kind in kinds)
+    assert issubclass(PlanError, ValueError) and issubclass(RunError, RuntimeError)  # old catchers still catch
+    with pytest.raises(UnknownName) as caught:
+        load_registry().task("no.such.task")
+    assert isinstance(caught.value, KeyError)
+    assert user_error_message(caught.value) == str(caught.value) and str(caught.value).startswith("unknown task 'no.such.task'")
+    assert user_error_message(KeyError("unknown thing")) is None  # a bare KeyError is a bug: traceback
+    assert user_error_message(ValueError("x")) is None

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 from harness.backends.gguf import converted_gguf_dir
 from harness.data.cache import cache_root, sha256_file
 from harness.data.sources import SMOLLM2, fetch_source
+from harness.errors import HarnessError
 
 DEFAULT_MODEL = "default"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -61,7 +62,7 @@ class LoadedModel(NamedTuple):
     info: dict[str, Any]
 
 
-class ModelError(ValueError):
+class ModelError(HarnessError, ValueError):
     """A model spec that cannot be resolved; says what to do."""
 
 

@@ -10,8 +10,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from harness.errors import HarnessError
 
-class DataMissing(RuntimeError):
+
+class DataMissing(HarnessError, RuntimeError):
     """Data that a command needs is not in the cache (or is corrupt); names the fix."""
 
 

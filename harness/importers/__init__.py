@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+from harness.errors import HarnessError
 from harness.importers.result import ImportCounts, ImportResult, Skip
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ __all__ = [
 ]
 
 
-class ObservedSourceError(ValueError):
+class ObservedSourceError(HarnessError, ValueError):
     """An ``--observed`` source that is misspelt, missing, or cannot be read; says what to do."""
 
 

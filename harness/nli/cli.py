@@ -18,7 +18,7 @@ DEFAULTS = StudySettings()
 def nli() -> None:
     """The NLI distribution-shift study: fixed-budget fine-tuning with data selection and synthetic data.
 
-    Its errors (NLIStudyError) become one line through the `irh` group's USER_ERRORS.
+    Its errors (NLIStudyError, a HarnessError) become one line through the `irh` group.
     """
 
 

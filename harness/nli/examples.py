@@ -10,13 +10,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.errors import HarnessError
+
 #: Canonical 3-way labels, in the order phrasings list them.
 LABELS3 = ("entailment", "neutral", "contradiction")
 #: Canonical 2-way labels.
 LABELS2 = ("entailment", "not_entailment")
 
 
-class NLIStudyError(ValueError):
+class NLIStudyError(HarnessError, ValueError):
     """Bad input to the study: one line that names the fix."""
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.data.cache import atomic_write_bytes
+from harness.errors import HarnessError
 from harness.report.format import csv_bytes, fmt, fmt_ci, jsonable, md_text
 from harness.report.sources import ResultSource, unique_labels
 from harness.stats.bootstrap import DEFAULT_BOOT
@@ -18,7 +19,7 @@ from harness.stats.compare import Comparison, ModelResults, compare_models
 COMPARE_FILES = ("compare.md", "compare.csv", "compare_pairs.csv", "compare.json", "compare.html")
 
 
-class CompareProblem(ValueError):
+class CompareProblem(HarnessError, ValueError):
     """Results that cannot be compared (too few models, no task in common); says what to do."""
 
 

@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from harness.errors import HarnessError
 from harness.report.sources import ResultSource
 from harness.stats.data import PhrasingResults
 
@@ -39,7 +40,7 @@ _MAX_PROBLEMS = 20
 IMPORTED_RESULTS = "imported.csv"
 
 
-class ImportProblem(ValueError):
+class ImportProblem(HarnessError, ValueError):
     """An import file that cannot be read as results; lists every problem found (file, line, what to do)."""
 
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness.data.cache import atomic_write_bytes
+from harness.errors import HarnessError
 
 TUNE_SCHEMA_VERSION = 1
 TUNE_FILE = "tune.json"
@@ -23,7 +24,7 @@ METHODS = ("lora", "lora+kl", "prompt", "prompt+kl")
 Method = Literal["lora", "lora+kl", "prompt", "prompt+kl"]
 
 
-class TuneError(ValueError):
+class TuneError(HarnessError, ValueError):
     """A tuning request that cannot be carried out; says what to do."""
 
 
