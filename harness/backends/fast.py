@@ -158,7 +158,7 @@ class _Node:
     """A stretch of tokens in the prefix trie of a call's inputs, compressed (a radix tree:
     one node per stretch without a branch). ``depth`` is the position of its first token."""
 
-    __slots__ = ("children", "contexts", "depth", "needs", "parent", "size", "tokens")
+    __slots__ = ("children", "depth", "needs", "parent", "size", "tokens")
 
     def __init__(self, tokens: tuple[int, ...], depth: int, parent: _Node | None) -> None:
         self.tokens = tokens
@@ -168,7 +168,6 @@ class _Node:
         #: (offset in ``tokens``, next token, pair): a log-probability some pair needs
         self.needs: list[tuple[int, int, int]] = []
         self.size = 0  # tokens in the subtree, this node's included
-        self.contexts = 0  # distinct contexts that end in the subtree
 
     @property
     def depth_end(self) -> int:
@@ -192,7 +191,7 @@ class _Node:
         tail.needs = [(offset - k, token, pair) for offset, token, pair in self.needs]
         self.needs = []
         self.tokens = self.tokens[:k]
-        tail.size, tail.contexts = self.size - k, self.contexts
+        tail.size = self.size - k
         return tail
 
 
@@ -220,8 +219,7 @@ def build_trie(sequences: list[tuple[int, ...]]) -> _Node:
 
 def attach_needs(root: _Node, pairs: list[tuple[tuple[int, ...], tuple[int, ...]]]) -> None:
     """Record where each pair needs a log-probability (its context's last position, then each
-    continuation token's but the last) and fill in subtree sizes and context counts."""
-    ends: dict[int, set[int]] = {}
+    continuation token's but the last) and fill in subtree sizes."""
     for pair, (ctx, cont) in enumerate(pairs):
         seq = ctx + cont[:-1]
         node = root.children[seq[0]]
@@ -230,8 +228,6 @@ def attach_needs(root: _Node, pairs: list[tuple[tuple[int, ...], tuple[int, ...]
             while position >= node.depth_end:
                 node = node.children[seq[node.depth_end]]
             node.needs.append((position - node.depth, token, pair))
-            if j == 0:
-                ends.setdefault(id(node), set()).add(position)
     order: list[_Node] = []
     stack = [root]
     while stack:
@@ -240,7 +236,6 @@ def attach_needs(root: _Node, pairs: list[tuple[tuple[int, ...], tuple[int, ...]
         stack.extend(node.children.values())
     for node in reversed(order):
         node.size = len(node.tokens) + sum(child.size for child in node.children.values())
-        node.contexts = len(ends.get(id(node), ())) + sum(child.contexts for child in node.children.values())
 
 
 @dataclass
